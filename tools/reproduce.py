@@ -45,7 +45,8 @@ def grid(groups):
                     runs.append(("crossaligner", f"{data}-{lang}-{name}", "crossaligner.py", ["--data", data, "--lang", lang, *flags]))
     if "single" in groups:  # contrastive and Translate-Intent
         sets = {"mtod": ["th"], "matis": ["hi", "tr"], "massive": ["th"]}
-        for data, langs in sets.items():
+        for data, langs in sets.items():  # zero-shot: the same training with the loss off (--no-align)
+            runs.append(("single", f"{data}-zeroshot", "contrastive.py", ["--data", data, "--lang", ",".join(langs), "--no-align"]))
             for lang in langs:
                 for script in ("contrastive.py", "translate_intent.py"):
                     runs.append(("single", f"{data}-{lang}-{script[:-3]}", script, ["--data", data, "--lang", lang]))
