@@ -357,6 +357,152 @@ def _train_file(data, d):
     return {"mtod": d / "en" / "train-en.conllu", "matis": d / "train_EN.tsv"}.get(data, d)
 
 
+# ----------------------------------------------------------------------------- STS and parallel text
+
+
+@dataclass
+class StsPair:
+    a: str
+    b: str
+    score: float  # gold similarity, 0-5
+    key: tuple  # what must agree between row-parallel files (genre, file, year, id, score) or (score,)
+    where: str  # file:line
+
+
+STS_LAYOUT = ("<data_dir>/stsbenchmark/sts-{train,dev,test}.csv (STS-B, en), <data_dir>/korsts/sts-{train,dev,test}.tsv "
+              "(KorSTS, ko), <data_dir>/stsb-multi-mt/stsb-<lang>-{train,dev,test}.csv (any other language), "
+              "<data_dir>/semeval2017/**/STS.{input,gs}.<track>.*.txt (--lang sem17-<track>, test only)")
+PUBLISHED["sts"] = ("STS-B: https://ixa2.si.ehu.eus/stswiki, KorSTS: github.com/kakaobrain/KorNLUDatasets, "
+                    "stsb-multi-mt: github.com/PhilipMay/stsb-multi-mt, SemEval-2017: https://alt.qcri.org/semeval2017/task1/",
+                    STS_LAYOUT)
+
+
+def _score(text, where):
+    try:
+        score = float(text)
+    except ValueError:
+        raise DataError(f"{where}: similarity score {text!r} is not a number") from None
+    if not 0.0 <= score <= 5.0:
+        raise DataError(f"{where}: similarity score {score} is outside 0-5")
+    return score
+
+
+def read_sts(path):
+    """One STS file in its official layout, by name: STS-B `sts-*.csv` (tab-separated despite the
+    name: genre, file, year, id, score, sentence1, sentence2; some rows carry extra trailing
+    columns), KorSTS `sts-*.tsv` (the same columns under a header line), stsb-multi-mt
+    `stsb-<lang>-*.csv` (comma-separated sentence1,sentence2,score with csv quoting)."""
+    import csv
+    path, out = Path(path), []
+    if path.name.startswith("stsb-"):
+        with open(path, encoding="utf-8", newline="") as f:
+            for n, row in enumerate(csv.reader(f), 1):
+                if len(row) != 3:
+                    raise DataError(f"{path}:{n}: expected 3 comma-separated fields sentence1,sentence2,score, found {len(row)}")
+                out.append(StsPair(row[0], row[1], _score(row[2], f"{path}:{n}"), (round(float(row[2]), 3),), f"{path}:{n}"))
+        return out
+    for n, line in _lines(path):
+        cols = line.split("\t")
+        if n == 1 and path.suffix == ".tsv" and cols[:5] == ["genre", "filename", "year", "id", "score"]:
+            continue  # KorSTS header
+        if not line.strip():
+            continue
+        if len(cols) < 7:
+            raise DataError(f"{path}:{n}: expected 7 tab-separated columns (genre, file, year, id, score, "
+                            f"sentence1, sentence2), found {len(cols)}")
+        score = _score(cols[4], f"{path}:{n}")
+        out.append(StsPair(cols[5], cols[6], score, (*cols[:4], round(score, 3)), f"{path}:{n}"))
+    return out
+
+
+def read_semeval_sts(input_path, gs_path):
+    """SemEval STS test files: `STS.input.<track>.txt` (sentence1<TAB>sentence2 per line) and
+    `STS.gs.<track>.txt` (one gold score per line, line-aligned). Pairs with an empty gold line
+    are not scored by the official evaluation; they are skipped and counted in DATA_NOTES."""
+    pairs, gold = list(_lines(input_path)), list(_lines(gs_path))
+    if len(pairs) != len(gold):
+        raise DataError(f"{gs_path}: {len(gold)} lines, but {input_path} has {len(pairs)}; they must be line-aligned")
+    out, unscored = [], 0
+    for (n, line), (_, g) in zip(pairs, gold):
+        cols = line.split("\t")
+        if len(cols) < 2:
+            raise DataError(f"{input_path}:{n}: expected sentence1<TAB>sentence2")
+        if not g.strip():
+            unscored += 1
+            continue
+        out.append(StsPair(cols[0], cols[1], _score(g.strip(), f"{gs_path}:{n}"), (n,), f"{input_path}:{n}"))
+    if unscored:
+        DATA_NOTES.append(f"{input_path}: {unscored} pairs without a gold score skipped (as the official evaluation)")
+    return out
+
+
+def sts_file(data_dir, lang, split):
+    d = Path(data_dir)
+    if lang == "en":
+        return _need(d / "stsbenchmark" / f"sts-{split}.csv", "sts")
+    if lang == "ko":
+        return _need(d / "korsts" / f"sts-{split}.tsv", "sts")
+    return _need(d / "stsb-multi-mt" / f"stsb-{lang}-{split}.csv", "sts")
+
+
+def load_sts(data_dir, lang, split):
+    """STS pairs of one language and split; `sem17-<track>` (e.g. sem17-track3) reads SemEval-2017's
+    test files found anywhere under <data_dir>/semeval2017."""
+    if lang.startswith("sem17-"):
+        track, root = lang[len("sem17-"):], Path(data_dir) / "semeval2017"
+        if split != "test":
+            raise DataError(f"{root}: SemEval-2017 has test files only (asked for {split})")
+        inputs = sorted(root.glob(f"**/STS.input.{track}.*txt"))
+        golds = sorted(root.glob(f"**/STS.gs.{track}.*txt"))
+        if len(inputs) != 1 or len(golds) != 1:
+            raise DataError(f"{root}: expected one STS.input.{track}.*.txt and one STS.gs.{track}.*.txt, "
+                            f"found {len(inputs)} and {len(golds)}. Layout: {STS_LAYOUT}")
+        return read_semeval_sts(inputs[0], golds[0])
+    return read_sts(sts_file(data_dir, lang, split))
+
+
+def check_parallel(src, tgt):
+    """Row-parallel STS files (STS-B and a translation of it) must agree row by row on what a
+    translation keeps: the ids and score (KorSTS) or the score (stsb-multi-mt)."""
+    if len(src) != len(tgt):
+        raise DataError(f"{tgt[0].where.rsplit(':', 1)[0] if tgt else '?'}: {len(tgt)} rows, but "
+                        f"{src[0].where.rsplit(':', 1)[0] if src else '?'} has {len(src)}; they must be row-parallel")
+    for s, t in zip(src, tgt):
+        k = min(len(s.key), len(t.key))
+        if s.key[-k:] != t.key[-k:]:
+            raise DataError(f"{t.where}: not parallel with {s.where} ({t.key} vs {s.key}): "
+                            "the files are not row-aligned translations of each other")
+
+
+def read_parallel(paths):
+    """Parallel sentences [(source, target)]: two line-aligned text files (the OPUS/Moses layout,
+    e.g. train.en / train.de) or one tab-separated file of pairs."""
+    if len(paths) == 2:
+        a, b = ([line for _, line in _lines(_need_file(p))] for p in paths)
+        if len(a) != len(b):
+            raise DataError(f"{paths[1]}: {len(b)} lines, but {paths[0]} has {len(a)}; they must be line-aligned")
+        pairs = list(zip(a, b))
+        where = [f"{paths[0]}:{n}" for n in range(1, len(a) + 1)]
+    else:
+        pairs, where = [], []
+        for n, line in _lines(_need_file(paths[0])):
+            cols = line.split("\t")
+            if len(cols) != 2:
+                raise DataError(f"{paths[0]}:{n}: expected source<TAB>target, found {len(cols)} columns")
+            pairs.append(tuple(cols))
+            where.append(f"{paths[0]}:{n}")
+    for (x, y), w in zip(pairs, where):
+        if not x.strip() or not y.strip():
+            raise DataError(f"{w}: empty sentence in a parallel pair")
+    return pairs
+
+
+def _need_file(path):
+    if not Path(path).is_file():
+        raise DataError(f"{path}: file not found")
+    return path
+
+
 # ----------------------------------------------------------------------------- labels and batches
 
 
@@ -681,14 +827,39 @@ def slot_metrics(int_ok, gold, pred, tagging="io"):
             "exact_match": 100.0 * np.mean(exact), "n": len(int_ok)}
 
 
+def pearson(x, y):
+    """Pearson correlation of two equal-length sequences, in percent."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    x, y = x - x.mean(), y - y.mean()
+    return 100.0 * float((x * y).sum() / np.sqrt((x * x).sum() * (y * y).sum()))
+
+
+def ranks(x):
+    """1-based ranks, ties given the average of the ranks they span (as scipy.stats.rankdata)."""
+    x = np.asarray(x, dtype=np.float64)
+    order = np.argsort(x, kind="stable")
+    xs = x[order]
+    starts = np.r_[True, xs[1:] != xs[:-1]]  # where each run of equal values begins
+    first = np.flatnonzero(starts)
+    count = np.diff(np.r_[first, len(x)])
+    r = np.empty(len(x))
+    r[order] = (first + (count + 1) / 2)[np.cumsum(starts) - 1]  # mean of ranks first+1 .. first+count
+    return r
+
+
+def spearman(x, y):
+    """Spearman rank correlation (Pearson of the tie-averaged ranks), in percent."""
+    return pearson(ranks(x), ranks(y))
+
+
 # ----------------------------------------------------------------------------- run utilities
 
 
-def add_run_args(p):
+def add_run_args(p, datasets=DATASETS, default_data="demo"):
     """The run flags every method file shares, with the same meaning everywhere. Defaults left as
     None are the method's paper defaults for --data, resolved (and printed) by the method file."""
     g = p.add_argument_group("run (the same in every method file)")
-    g.add_argument("--data", choices=DATASETS, default="demo", help="dataset")
+    g.add_argument("--data", choices=datasets, default=default_data, help="dataset")
     g.add_argument("--lang", default="de", help="target language(s): 'th', 'de,es,fr' or 'all'; "
                    "the English model is evaluated on English and on each of them")
     g.add_argument("--model", default="xlm-roberta-large", help="HF hub name or local folder of the encoder; "

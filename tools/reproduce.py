@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-FOLDERS = {"mtod": "mtod", "matis": "multiatis", "massive": "massive"}  # under --data_root
+FOLDERS = {"mtod": "mtod", "matis": "multiatis", "massive": "massive", "sts": "sts"}  # under --data_root
 LANGS = {"mtod": ["es", "th"], "matis": ["de", "es", "fr", "hi", "ja", "pt", "tr", "zh"],
          "massive": ["de", "es", "fr", "hi", "th"]}
 
@@ -50,16 +50,20 @@ def grid(groups):
             for lang in langs:
                 for script in ("contrastive.py", "translate_intent.py"):
                     runs.append(("single", f"{data}-{lang}-{script[:-3]}", script, ["--data", data, "--lang", lang]))
+    if "mapping" in groups:  # sentence_mapping.py: pretrained embeddings, bi-encoder, cross-encoder
+        for arch in ("none", "bi", "cross"):
+            runs.append(("mapping", f"sts-{arch}", "sentence_mapping.py", ["--data", "sts", "--lang", "ko,de,es", "--arch", arch]))
     return runs
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
-    p.add_argument("--groups", nargs="+", default=["spine"], choices=["spine", "crossaligner", "single"])
+    p.add_argument("--groups", nargs="+", default=["spine"], choices=["spine", "crossaligner", "single", "mapping"])
     p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     p.add_argument("--model", default=str(Path("~/.cache/xalign/multilingual-e5-small").expanduser()))
     p.add_argument("--extra", default="--cls first --head_lr 1e-3 --lr 5e-5 --batch_size 32",
-                   help="flags added to every command (default: what multilingual-e5-small needs)")
+                   help="flags added to every intent/slot command (default: what multilingual-e5-small needs)")
+    p.add_argument("--sts_extra", default="", help="flags added to every sentence_mapping.py command (e.g. --limit_train)")
     p.add_argument("--data_root", default=str(ROOT.parent / "shared" / "data"), help="folder holding the datasets")
     p.add_argument("--out", default="runs/repro")
     p.add_argument("--only", default="", help="run only names containing this text, e.g. massive-th")
@@ -73,7 +77,7 @@ def main(argv=None):
         for seed in a.seeds:
             out = Path(a.out) / group / name / f"seed{seed}"
             cmd = [sys.executable, script, *args, "--model", a.model, "--data_dir", str(Path(a.data_root) / FOLDERS[data]),
-                   "--seed", str(seed), "--out_dir", str(out), *shlex.split(a.extra)]
+                   "--seed", str(seed), "--out_dir", str(out), *shlex.split(a.sts_extra if data == "sts" else a.extra)]
             todo.append((out, cmd))
     for i, (out, cmd) in enumerate(todo, 1):
         line = shlex.join(["python", *cmd[1:]])
