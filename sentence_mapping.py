@@ -328,7 +328,9 @@ def main(argv=None):
                 if step >= total:
                     break
             t_train += time.time() - t0
-            dev = {x: sts_eval(model, tok, d["dev"], arch, args, device, autocast) for x, d in evals.items() if "dev" in d}
+            # per epoch: dev of the training language, and of the languages --select_on watches (all at the end)
+            dev = {x: sts_eval(model, tok, evals[x]["dev"], arch, args, device, autocast)
+                   for x in dict.fromkeys([args.train_lang, *(watch if args.select_on != "last" else [])])}
             history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "dev": dev})
             common.log(f"epoch {epoch} dev | " + " | ".join(f"{x} spearman {m['spearman']:.2f}" for x, m in dev.items()))
             score = np.mean([dev[x]["spearman"] for x in watch])
@@ -341,9 +343,11 @@ def main(argv=None):
             model.load_state_dict(best[2])
 
     # 2. monolingual zero-shot STS on every language's dev and test sets
-    metrics = {x: {s: sts_eval(model, tok, ps, arch, args, device, autocast) for s, ps in d.items()} for x, d in evals.items()}
-    for x, m in metrics.items():
-        common.log(f"sts {x:>12} | " + " | ".join(f"{s} spearman {r['spearman']:.2f} pearson {r['pearson']:.2f}" for s, r in m.items()))
+    metrics = {}
+    for x, d in evals.items():
+        metrics[x] = {s: sts_eval(model, tok, ps, arch, args, device, autocast) for s, ps in d.items()}
+        common.log(f"sts {x:>12} | " + " | ".join(f"{s} spearman {r['spearman']:.2f} pearson {r['pearson']:.2f}"
+                                                for s, r in metrics[x].items()))
 
     # 3-4. mappings fitted on parallel train sentences, evaluated on the parallel test split; cross-lingual STS
     mapping, cross_lingual = {}, {}

@@ -44,3 +44,23 @@ def test_cli_rejects_a_missing_dataset(tmp_path, capsys):
     import pytest
     with pytest.raises(SystemExit, match="no results.json for --data mtod"):
         make_table.main([str(tmp_path), "--data", "mtod"])
+
+
+def test_sentence_mapping_sections_become_tables(tmp_path):
+    for seed, (un, ne) in ((1, (0.40, 0.70)), (2, (0.50, 0.72))):
+        (tmp_path / f"s{seed}").mkdir()
+        (tmp_path / f"s{seed}" / "results.json").write_text(json.dumps({
+            "method": "sentence_mapping-none", "data": "sts", "commit": "c0ffee12345", "dirty": False,
+            "metrics": {"en": {"test": {"spearman": 80.0}}, "ko": {"test": {"spearman": 70.0 + seed}}},
+            "mapping": {"ko": {"fit_pairs": 10, "unmapped": {"cosine": un}, "normal_equation": {"cosine": ne}}}}))
+    runs = make_table.load(tmp_path, "sts")
+    assert make_table.table(runs, "sts", "spearman")[2] == "| sentence_mapping-none | ours | 80.0 ± 0.0 | 71.5 ± 0.7 | 71.5 ± 0.7 | 2 | c0ffee1 |"
+    lines = make_table.table(make_table.derived(runs, "mapping", "test"), "sts/mapping", "cosine")
+    assert lines == [
+        "| method | source | ko | avg | runs | commit |",
+        "|---|---|---:|---:|---:|---|",
+        "| sentence_mapping-none / unmapped | ours | 0.4500 ± 0.0707 | 0.4500 ± 0.0707 | 2 | c0ffee1 |",
+        "| sentence_mapping-none / unmapped | Choi et al. 2020, III.D | 0.4636 | 0.4636 | – | – |",
+        "| sentence_mapping-none / normal_equation | ours | 0.7100 ± 0.0141 | 0.7100 ± 0.0141 | 2 | c0ffee1 |",
+        "| sentence_mapping-none / normal_equation | Choi et al. 2020, III.D | 0.7131 | 0.7131 | – | – |",
+    ]

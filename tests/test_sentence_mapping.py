@@ -2,7 +2,6 @@
 end-to-end runs on the STS fixtures (tests/fixtures/sts: sentences written for the tests)."""
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -2,6 +2,9 @@
 
     python tools/make_table.py runs/real --data massive --metric intent_acc
     python tools/make_table.py runs/real --data matis --metric slot_f1 --split test --langs hi,tr
+    python tools/make_table.py runs/repro --data sts --metric spearman                          # STS
+    python tools/make_table.py runs/repro --data sts --section mapping --metric cosine          # mappings
+    python tools/make_table.py runs/repro --data sts --section cross_lingual --metric spearman  # Table IV
 
 One row per method (CrossAligner runs are told apart by their auxiliary losses and weighting), one
 column per language, each cell the mean ± sample std over the runs (seeds) found, then the average
@@ -18,7 +21,21 @@ from pathlib import Path
 
 # (data, metric) -> method -> (source, {lang: number}); typed in from the papers' tables (XLM-R large).
 XA21 = "Gritta & Iacobacci 2021"
+CH20 = "Choi et al. 2020"
 PAPER = {
+    # Table I: the cross-encoder (GLUE) on STS-B or KorSTS; its Spanish/Arabic are SemEval-2017, not stsb-multi-mt
+    ("sts", "spearman"): {"sentence_mapping-cross": (f"{CH20}, Table I", dict(en=87.44, ko=82.34))},
+    # section III.D: XLM-R sentence embeddings, STS-B -> KorSTS (no Procrustes figure is given)
+    ("sts/mapping", "cosine"): {
+        "sentence_mapping-none / unmapped": (f"{CH20}, III.D", dict(ko=0.4636)),
+        "sentence_mapping-none / normal_equation": (f"{CH20}, III.D", dict(ko=0.7131)),
+        "sentence_mapping-none / fit_linear": (f"{CH20}, III.D", dict(ko=0.7265)),
+    },
+    # Table IV: STS-B-trained, English-Korean pairs; the paper does not name the map it used
+    ("sts/cross_lingual", "spearman"): {
+        "sentence_mapping-bi / unmapped": (f"{CH20}, Table IV", dict(ko=49.03)),
+        "sentence_mapping-bi / normal_equation": (f"{CH20}, Table IV (map not named)", dict(ko=59.16)),
+    },
     ("matis", "intent_acc"): {
         "zeroshot": (f"{XA21}, Table 5", dict(de=96.4, es=97.0, fr=95.3, tr=76.2, hi=91.9, zh=94.3, pt=90.9, ja=89.8)),
         "xeroalign": (f"{XA21}, Table 5", dict(de=97.6, es=97.8, fr=95.4, tr=93.4, hi=94.0, zh=96.4, pt=97.6, ja=96.1)),
@@ -68,35 +85,52 @@ def load(folder, data):
     return runs
 
 
-def cell(values):
+def derived(runs, section, split):
+    """STS mapping/cross_lingual results as pseudo-runs, one method per (run method, map):
+    results[section][lang][map][metric] -> metrics[lang][split][metric]."""
+    out = {}
+    for method, rs in runs.items():
+        for r in rs:
+            for lang, maps in r.get(section, {}).items():
+                for name, m in maps.items():
+                    if isinstance(m, dict):
+                        rows = out.setdefault(f"{method} / {name}", {})
+                        rows.setdefault(id(r), {"commit": r["commit"], "dirty": r.get("dirty"), "metrics": {}})
+                        rows[id(r)]["metrics"][lang] = {split: m}
+    return {k: list(v.values()) for k, v in out.items()}
+
+
+def cell(values, fmt=".1f"):
     if not values:
         return "–"
     if len(values) == 1:
-        return f"{values[0]:.1f}"
-    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
+        return f"{values[0]:{fmt}}"
+    return f"{statistics.mean(values):{fmt}} ± {statistics.stdev(values):{fmt}}"
 
 
 def table(runs, data, metric, split="test", langs=None):
-    """Markdown lines of one table."""
+    """Markdown lines of one table. `data` is the dataset, or 'sts/<section>' for derived tables."""
     found = sorted({lang for rs in runs.values() for r in rs for lang in r["metrics"]} - {"en"})
     langs = langs or found
-    cols = ["en"] + langs
+    cols = (["en"] if any("en" in r["metrics"] for rs in runs.values() for r in rs) else []) + langs
+    fmt = ".4f" if metric == "cosine" else ".1f"
     lines = ["| method | source | " + " | ".join(cols) + " | avg | runs | commit |",
              "|---|---|" + "---:|" * (len(cols) + 2) + "---|"]
     for method, rs in runs.items():
         vals = {c: [r["metrics"][c][split][metric] for r in rs if c in r["metrics"]] for c in cols}
         if all(c in r["metrics"] for r in rs for c in langs):  # every run covers every column: mean ± std of averages
-            avg = cell([statistics.mean(r["metrics"][c][split][metric] for c in langs) for r in rs])
+            avg = cell([statistics.mean(r["metrics"][c][split][metric] for c in langs) for r in rs], fmt)
         else:  # one run per language (aligned runs): the average of the column means
-            avg = f"{statistics.mean(statistics.mean(vals[c]) for c in langs):.1f}" if all(vals[c] for c in langs) else "–"
+            avg = f"{statistics.mean(statistics.mean(vals[c]) for c in langs):{fmt}}" if all(vals[c] for c in langs) else "–"
         commits = ", ".join(sorted({(r["commit"] or "?")[:7] + ("+" if r.get("dirty") else "") for r in rs}))
-        lines.append(f"| {method} | ours | " + " | ".join(cell(vals[c]) for c in cols)
+        lines.append(f"| {method} | ours | " + " | ".join(cell(vals[c], fmt) for c in cols)
                      + f" | {avg} | {len(rs)} | {commits} |")
         if method in PAPER.get((data, metric), {}):
             source, nums = PAPER[(data, metric)][method]
             shown = [nums[c] for c in langs if c in nums]
-            avg = f"{statistics.mean(shown):.1f}" if len(shown) == len(langs) else "–"
-            lines.append(f"| {method} | {source} | – | " + " | ".join(f"{nums[c]:.1f}" if c in nums else "–" for c in langs)
+            avg = f"{statistics.mean(shown):{fmt}}" if len(shown) == len(langs) else "–"
+            lines.append(f"| {method} | {source} | " + ("– | " if "en" in cols else "")
+                         + " | ".join(f"{nums[c]:{fmt}}" if c in nums else "–" for c in langs)
                          + f" | {avg} | – | – |")
     return lines
 
@@ -105,14 +139,20 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
     p.add_argument("folder", help="folder searched (recursively) for results.json files")
     p.add_argument("--data", required=True)
-    p.add_argument("--metric", default="intent_acc", help="intent_acc, slot_f1, exact_match or accuracy")
+    p.add_argument("--metric", default="intent_acc", help="intent_acc, slot_f1, exact_match or accuracy; "
+                   "sts: spearman or pearson; --section mapping: cosine, retrieval_src2tgt or retrieval_tgt2src")
+    p.add_argument("--section", default="metrics", choices=["metrics", "mapping", "cross_lingual"],
+                   help="sentence_mapping.py results: the STS metrics, the mapping table or cross-lingual STS")
     p.add_argument("--split", default="test", choices=["dev", "test"])
     p.add_argument("--langs", default=None, help="non-English columns, e.g. hi,tr (default: every one found)")
     a = p.parse_args(argv)
     runs = load(a.folder, a.data)
     if not runs:
         raise SystemExit(f"error: no results.json for --data {a.data} under {a.folder}")
-    print("\n".join(table(runs, a.data, a.metric, a.split, a.langs.split(",") if a.langs else None)))
+    data = a.data
+    if a.section != "metrics":
+        runs, data = derived(runs, a.section, a.split), f"{a.data}/{a.section}"
+    print("\n".join(table(runs, data, a.metric, a.split, a.langs.split(",") if a.langs else None)))
 
 
 if __name__ == "__main__":
