@@ -333,9 +333,10 @@ def main(argv=None):
                    for x in dict.fromkeys([args.train_lang, *(watch if args.select_on != "last" else [])])}
             history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "dev": dev})
             common.log(f"epoch {epoch} dev | " + " | ".join(f"{x} spearman {m['spearman']:.2f}" for x, m in dev.items()))
-            score = np.mean([dev[x]["spearman"] for x in watch])
-            if args.select_on != "last" and (best is None or score > best[1]):
-                best = (epoch, score, {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()})
+            if args.select_on != "last":
+                score = np.mean([dev[x]["spearman"] for x in watch])
+                if best is None or score > best[1]:
+                    best = (epoch, score, {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()})
             if step >= total:
                 break
         if best is not None:

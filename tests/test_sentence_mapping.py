@@ -168,3 +168,11 @@ def test_clear_errors(tmp_path):
     (tmp_path / "sts" / "stsb-multi-mt" / "stsb-de-test.csv").write_text("a,b,1.0\n", encoding="utf-8")
     with pytest.raises(SystemExit, match="error: .*stsb-de-test.csv: 1 rows, but .* has 6"):
         sm.main([*RUN, "--lang", "de", "--data_dir", str(tmp_path / "sts"), "--out_dir", str(tmp_path / "o")])
+
+
+def test_select_on_target_restores_the_best_dev_epoch(tmp_path):
+    out = sm.main([*RUN, "--lang", "ko", "--select_on", "target", "--epochs", "3", "--out_dir", str(tmp_path)])
+    dev = [h["dev"]["ko"]["spearman"] for h in out["history"]]
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert res["selected_epoch"] == 1 + int(np.argmax(dev))
+    assert out["metrics"]["ko"]["dev"]["spearman"] == pytest.approx(max(dev))
