@@ -636,6 +636,8 @@ def load_data(args, langs, align):
     {lang: {split: examples}} for English and each target language)."""
     DATA_NOTES.clear()  # notes belong to one run
     CUT.clear()
+    if getattr(args, "dev_halves", False):
+        return dev_halves(args, langs, align)
     full = load_split(args.data, args.data_dir, args.train_lang, "train")
     keep = range(len(full))  # --limit_train: one fixed random subset, the same for every seed and method
     if 0 < args.limit_train < len(full):
@@ -649,6 +651,33 @@ def load_data(args, langs, align):
                               "have no translation; they get no alignment loss")
     evals = {lang: {s: load_split(args.data, args.data_dir, lang, s) for s in ("dev", "test")}
              for lang in dict.fromkeys(["en", *langs])}
+    return train, trans, evals
+
+
+def dev_halves(args, langs, align):
+    """--dev_halves, for pair tasks whose train sets are not at hand (PAWS-X, XNLI dev sets only):
+    the dev rows, parallel across languages, are split once (seed 0) into a training half (the
+    --train_lang rows, with the other languages' rows of the same pairs as translations) and two
+    quarters used as dev and test in every language, so no evaluated pair was trained on in any
+    language. Same layout as load_data's result."""
+    if args.data not in PAIR_TASKS:
+        raise DataError(f"--dev_halves splits the parallel dev sets of {PAIR_TASKS}, not {args.data}")
+    rows = {lang: load_split(args.data, args.data_dir, lang, "dev") for lang in dict.fromkeys([args.train_lang, "en", *langs])}
+    n = len(rows[args.train_lang])
+    for lang, r in rows.items():
+        if len(r) != n:
+            raise DataError(f"{args.data_dir}: the {lang} dev set has {len(r)} pairs and the {args.train_lang} one {n}; "
+                            "--dev_halves needs row-parallel dev sets")
+    order = random.Random(0).sample(range(n), n)
+    train_idx, dev_idx, test_idx = sorted(order[:n // 2]), sorted(order[n // 2:3 * n // 4]), sorted(order[3 * n // 4:])
+    if 0 < args.limit_train < len(train_idx):
+        train_idx = sorted(random.Random(0).sample(train_idx, args.limit_train))
+    train = [rows[args.train_lang][i] for i in train_idx]
+    trans = {lang: [(rows[lang][i].a, rows[lang][i].b) for i in train_idx] for lang in langs} if align else {}
+    evals = {lang: {"dev": [rows[lang][i] for i in dev_idx], "test": [rows[lang][i] for i in test_idx]}
+             for lang in dict.fromkeys(["en", *langs])}
+    DATA_NOTES.append(f"{args.data}: --dev_halves: train on {len(train)} {args.train_lang} dev pairs, dev/test on "
+                      f"{len(dev_idx)}/{len(test_idx)} other dev pairs per language (split with seed 0)")
     return train, trans, evals
 
 
@@ -880,6 +909,8 @@ def add_run_args(p, datasets=DATASETS, default_data="demo"):
     g.add_argument("--select_on", choices=["last", "en", "target"], default="last", help="which epoch's model is "
                    "reported: the final one (as the official code), best English dev, or best target-language dev")
     g.add_argument("--log_every", type=int, default=50, help="print a progress line every N steps")
+    g.add_argument("--dev_halves", action="store_true", help="pawsx/xnli without train sets: train on half of the "
+                   "(row-parallel) dev pairs, dev and test on quarters of the rest, in every language")
     return p
 
 

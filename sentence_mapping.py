@@ -74,6 +74,8 @@ def parse_args(argv=None):
             setattr(args, k, v)
     args.data_dir = args.data_dir or "data/sts"
     args.out_dir = args.out_dir or f"runs/sentence_mapping/{args.arch}-{args.lang}-{args.train_lang}-s{args.seed}"
+    if args.dev_halves:
+        p.error("--dev_halves is for pawsx/xnli; STS has train sets")
     if args.pairs and (len(args.pairs) > 2 or "," in args.lang):
         p.error("--pairs takes one tab-separated file or two line-aligned files, for a single --lang")
     return args
@@ -244,6 +246,7 @@ def sts_eval(model, tok, pairs, arch, args, device, autocast):
 def load(args, langs):
     """Train/dev/test STS sets, and for every target language the row-parallel English-target
     pairs of the train and test splits (checked row by row)."""
+    common.DATA_NOTES.clear()  # notes belong to one run
     try:
         train = common.load_sts(args.data_dir, args.train_lang, "train")
         if args.limit_train and args.limit_train < len(train):

@@ -214,3 +214,21 @@ def test_task_model_trains_with_dropout_from_the_first_step():
     model = common.TaskModel(enc, 3, 2)
     dropouts = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
     assert dropouts and all(m.training for m in dropouts)
+
+
+def test_dev_halves_keeps_evaluated_pairs_out_of_training(tmp_path):
+    import argparse
+    for lang in ("en", "de"):  # 12 row-parallel dev pairs; the German ones say which row they are
+        write(tmp_path / f"dev-{lang}.tsv", "".join(f"{lang} a{i}\t{lang} b{i}\t{i % 2}\n" for i in range(12)))
+    args = argparse.Namespace(data="pawsx", data_dir=str(tmp_path), train_lang="en", limit_train=0, dev_halves=True)
+    train, trans, evals = common.load_data(args, ["de"], align=True)
+    assert len(train) == 6 and [len(evals[x]["dev"]) for x in ("en", "de")] == [3, 3] and len(evals["de"]["test"]) == 3
+    rows = lambda xs: {p.a.split()[1] for p in xs}  # noqa: E731
+    assert rows(train) | rows(evals["en"]["dev"]) | rows(evals["en"]["test"]) == {f"a{i}" for i in range(12)}
+    assert not rows(train) & (rows(evals["de"]["dev"]) | rows(evals["de"]["test"]))  # no evaluated pair trained on
+    assert [t[0].split()[1] for t in trans["de"]] == [p.a.split()[1] for p in train]  # translations of the same rows
+    assert rows(evals["de"]["test"]) == rows(evals["en"]["test"])  # the same pairs in every language
+    assert any("--dev_halves" in n for n in common.DATA_NOTES)
+    write(tmp_path / "dev-de.tsv", "de a\tde b\t0\n")
+    with pytest.raises(common.DataError, match="row-parallel"):
+        common.load_data(args, ["de"], align=True)
