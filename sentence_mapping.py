@@ -212,31 +212,37 @@ def sts_loss(pred, score, arch):
 
 
 def batches(tok, pairs, arch, max_len, batch_size, shuffle=False, seed=0):
-    """(a, b, score) batches; for the cross-encoder `a` holds the joint `A </s></s> B` input."""
-    order = np.random.default_rng(seed).permutation(len(pairs)) if shuffle else np.arange(len(pairs))
+    """(indices, a, b, score) batches, shuffled or (for evaluation) by length; for the
+    cross-encoder `a` holds the joint `A </s></s> B` input."""
+    order = np.random.default_rng(seed).permutation(len(pairs)) if shuffle else \
+        np.argsort([len(p.a) + len(p.b) for p in pairs], kind="stable")
     for s in range(0, len(order), batch_size):
-        chunk = [pairs[i] for i in order[s:s + batch_size]]
-        A, B = [p.a for p in chunk], [p.b for p in chunk]
-        score = torch.tensor([p.score for p in chunk])
+        idx = order[s:s + batch_size]
+        A, B = [pairs[i].a for i in idx], [pairs[i].b for i in idx]
+        score = torch.tensor([pairs[i].score for i in idx])
         if arch == "cross":
             joint = tok(A, B, truncation="longest_first", max_length=max_len, padding=True, return_tensors="pt")
-            yield joint, joint, score
+            yield idx, joint, joint, score
         else:
-            yield (tok(A, truncation=True, max_length=max_len, padding=True, return_tensors="pt"),
+            yield (idx, tok(A, truncation=True, max_length=max_len, padding=True, return_tensors="pt"),
                    tok(B, truncation=True, max_length=max_len, padding=True, return_tensors="pt"), score)
 
 
 @torch.no_grad()
-def sts_eval(model, tok, pairs, arch, args, device, autocast):
-    """Spearman and Pearson (percent) of the model's scores against the gold scores."""
-    was_training = model.training
-    model.eval()
-    preds = []
-    for a, b, _ in batches(tok, pairs, arch, args.max_len, 64):
-        with autocast:
-            preds.append(model(a.to(device), b.to(device)).cpu())
-    model.train(was_training)
-    pred, gold = torch.cat(preds).numpy(), [p.score for p in pairs]
+def sts_eval(model, tok, pairs, arch, args, device, autocast, emb=None):
+    """Spearman and Pearson (percent) of the model's scores against the gold scores. `emb` (texts ->
+    embeddings), for a bi-encoder after training, gives the same cosines from cached embeddings."""
+    gold = [p.score for p in pairs]
+    if emb is not None:
+        pred = F.cosine_similarity(emb([p.a for p in pairs]), emb([p.b for p in pairs]), dim=-1).numpy()
+    else:
+        was_training = model.training
+        model.eval()
+        pred = np.empty(len(pairs))
+        for idx, a, b, _ in batches(tok, pairs, arch, args.max_len, 64):
+            with autocast:
+                pred[idx] = model(a.to(device), b.to(device)).float().cpu().numpy()
+        model.train(was_training)
     return {"spearman": common.spearman(pred, gold), "pearson": common.pearson(pred, gold), "n": len(pairs)}
 
 
@@ -313,7 +319,7 @@ def main(argv=None):
         watch = [args.train_lang] if args.select_on == "en" else [x for x in langs if x in evals and "dev" in evals[x]] or ["en"]
         for epoch in range(1, args.epochs + 1):
             t0, losses = time.time(), []
-            for a, b, score in batches(tok, train, arch, args.max_len, args.batch_size, True, args.seed + epoch):
+            for _, a, b, score in batches(tok, train, arch, args.max_len, args.batch_size, True, args.seed + epoch):
                 with autocast:
                     pred = model(a.to(device), b.to(device))
                 loss = sts_loss(pred, score.to(device), arch)
@@ -346,10 +352,20 @@ def main(argv=None):
             common.log(f"restoring epoch {best[0]} (best {args.select_on} dev spearman {best[1]:.2f})")
             model.load_state_dict(best[2])
 
+    # the encoder is fixed from here on: embed every distinct sentence once
+    cache = {}
+
+    def emb(texts):
+        new = list(dict.fromkeys(t for t in texts if t not in cache))
+        if new:
+            cache.update(zip(new, embed(enc, tok, new, args.max_len, device, autocast)))
+        return torch.stack([cache[t] for t in texts])
+
     # 2. monolingual zero-shot STS on every language's dev and test sets
     metrics = {}
     for x, d in evals.items():
-        metrics[x] = {s: sts_eval(model, tok, ps, arch, args, device, autocast) for s, ps in d.items()}
+        metrics[x] = {s: sts_eval(model, tok, ps, arch, args, device, autocast, None if arch == "cross" else emb)
+                      for s, ps in d.items()}
         common.log(f"sts {x:>12} | " + " | ".join(f"{s} spearman {r['spearman']:.2f} pearson {r['pearson']:.2f}"
                                                 for s, r in metrics[x].items()))
 
@@ -364,10 +380,9 @@ def main(argv=None):
             continue
         fit = split.get("fit") or sentence_pairs(*split["train"])
         held = sentence_pairs(en_test, tgt_test)
-        emb = {(name, i): embed(enc, tok, [p[i] for p in ps], args.max_len, device, autocast)
-               for name, ps in (("fit", fit), ("held", held)) for i in (0, 1)}  # i: 0 English, 1 target
-        s, t = (0, 1) if args.direction == "en2x" else (1, 0)  # mapped side, other side
-        fit_s, fit_t, held_s, held_t = emb["fit", s], emb["fit", t], emb["held", s], emb["held", t]
+        s, t = (0, 1) if args.direction == "en2x" else (1, 0)  # mapped side (0 English, 1 target), other side
+        fit_s, fit_t = emb([p[s] for p in fit]), emb([p[t] for p in fit])
+        held_s, held_t = emb([p[s] for p in held]), emb([p[t] for p in held])
         W = {"normal_equation": normal_equation(fit_s, fit_t, args.ridge), "procrustes": procrustes(fit_s, fit_t),
              "fit_linear": fit_linear(fit_s, fit_t, args.map_epochs, args.map_lr, seed=args.seed)}
         mapping[x] = {"unmapped": alignment_quality(held_s, held_t), "fit_pairs": len(fit)}
@@ -376,8 +391,7 @@ def main(argv=None):
             f"{k} cos {m['cosine']:.4f} R@1 {m['retrieval_src2tgt']:.1f}/{m['retrieval_tgt2src']:.1f}"
             for k, m in mapping[x].items() if k != "fit_pairs"))
         # Table IV: cos(sentence1 in English, sentence2 in the target language), mapped side per --direction
-        ea = embed(enc, tok, [p.a for p in xl_pairs], args.max_len, device, autocast)
-        eb = embed(enc, tok, [p.b for p in xl_pairs], args.max_len, device, autocast)
+        ea, eb = emb([p.a for p in xl_pairs]), emb([p.b for p in xl_pairs])
         gold = [p.score for p in xl_pairs]
         cross_lingual[x] = {}
         for k, w in [("unmapped", None), *W.items()]:

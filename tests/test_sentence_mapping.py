@@ -146,6 +146,13 @@ def test_bi_encoder_end_to_end(tmp_path):
         assert set(m) == {"unmapped", "fit_pairs", *sm.MAPPINGS} and m["fit_pairs"] == 20
         assert m["normal_equation"]["cosine"] > m["unmapped"]["cosine"]  # fitting maps the spaces closer
         assert set(res["cross_lingual"][x]) == {"unmapped", *sm.MAPPINGS}
+    # the cached-embedding shortcut used after training gives the bi-encoder's own scores
+    enc, tok = common.load_encoder(str(tmp_path / "tiny_model"))
+    model, args = sm.BiEncoder(enc), sm.parse_args(RUN)
+    pairs = common.load_sts(FIX / "sts", "ko", "test")
+    emb = lambda texts: sm.embed(enc, tok, texts, 128, torch.device("cpu"), torch.autocast("cpu", enabled=False))  # noqa: E731
+    direct = sm.sts_eval(model, tok, pairs, "bi", args, torch.device("cpu"), torch.autocast("cpu", enabled=False))
+    assert sm.sts_eval(model, tok, pairs, "bi", args, None, None, emb) == pytest.approx(direct)
 
 
 def test_cross_encoder_end_to_end(tmp_path):
