@@ -503,6 +503,192 @@ def _need_file(path):
     return path
 
 
+# ----------------------------------------------------------------------------- extractive QA (SQuAD v1.1, MLQA)
+
+
+@dataclass
+class QAExample:
+    id: str
+    question: str
+    context: str
+    answers: list  # [(text, character start in context)]
+
+
+QA_LAYOUT = ("<data_dir>/train-v1.1.json (SQuAD v1.1 train, English), <data_dir>/dev-v1.1.json (SQuAD dev), "
+             "<data_dir>/MLQA_V1/{dev,test}/{dev,test}-context-<lang>-question-<lang>.json (MLQA)")
+PUBLISHED["squad"] = ("https://rajpurkar.github.io/SQuAD-explorer/dataset/train-v1.1.json (and dev-v1.1.json)", QA_LAYOUT)
+PUBLISHED["mlqa"] = ("https://dl.fbaipublicfiles.com/MLQA/MLQA_V1.zip (+ SQuAD v1.1 train for English)", QA_LAYOUT)
+
+
+def read_squad(path):
+    """SQuAD-format JSON (SQuAD v1.1, MLQA): {"data": [{"paragraphs": [{"context", "qas": [{"id",
+    "question", "answers": [{"text", "answer_start"}]}]}]}]}. An answer whose text is not found at
+    its answer_start cannot be a training span: it is dropped and counted in DATA_NOTES."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+    out, bad = [], 0
+    for i, article in enumerate(data.get("data", []) if isinstance(data, dict) else []):
+        for j, para in enumerate(article.get("paragraphs", [])):
+            for k, qa in enumerate(para.get("qas", [])):
+                where = f"{path}: data[{i}].paragraphs[{j}].qas[{k}]"
+                try:
+                    context, answers = para["context"], []
+                    for a in qa["answers"]:
+                        if context[a["answer_start"]:a["answer_start"] + len(a["text"])] == a["text"]:
+                            answers.append((a["text"], a["answer_start"]))
+                        else:
+                            bad += 1
+                    out.append(QAExample(str(qa["id"]), qa["question"], context, answers))
+                except (KeyError, TypeError) as e:
+                    raise DataError(f"{where}: missing or malformed field {e}") from None
+    if not out:
+        raise DataError(f"{path}: no questions found; expected the SQuAD format {{\"data\": [{{\"paragraphs\": ...}}]}}")
+    if bad:
+        DATA_NOTES.append(f"{path}: {bad} answers not found at their answer_start (dropped)")
+    return out
+
+
+def load_qa(data_dir, lang, split):
+    """English train: SQuAD v1.1 train; dev/test: MLQA's `<split>-context-<lang>-question-<lang>.json`
+    (SQuAD's dev-v1.1.json stands in for English when MLQA is absent)."""
+    d = Path(data_dir)
+    if split == "train":
+        if lang != "en":
+            raise DataError(f"{d}: QA trains on English SQuAD only (--train_lang {lang})")
+        return read_squad(_need(d / "train-v1.1.json", "mlqa"))
+    mlqa = d / "MLQA_V1" / split / f"{split}-context-{lang}-question-{lang}.json"
+    if lang == "en" and not mlqa.is_file() and (d / "dev-v1.1.json").is_file():
+        return read_squad(d / "dev-v1.1.json")
+    return read_squad(_need(mlqa, "mlqa"))
+
+
+_QA_PUNCT = None
+_QA_ARTICLES = {"en": r"\b(a|an|the)\b", "es": r"\b(un|una|unos|unas|el|la|los|las)\b",
+                "de": r"\b(ein|eine|einen|einem|eines|einer|der|die|das|den|dem|des)\b",
+                "vi": r"\b(của|là|cái|chiếc|những)\b", "ar": r"\sال^|ال"}
+
+
+def qa_normalize(text, lang="en"):
+    """Answer normalisation of the official MLQA evaluation (SQuAD's, per language): lower case,
+    drop Unicode punctuation, drop the language's articles (en, es, de, vi, ar; none for hi, zh),
+    split on whitespace, or for zh also around every CJK character and punctuation mark."""
+    global _QA_PUNCT
+    if _QA_PUNCT is None:
+        import string
+        import sys
+        import unicodedata
+        _QA_PUNCT = {chr(i) for i in range(sys.maxunicode + 1) if unicodedata.category(chr(i)).startswith("P")}
+        _QA_PUNCT |= set(string.punctuation)
+    text = "".join(ch for ch in text.lower() if ch not in _QA_PUNCT)
+    if lang in _QA_ARTICLES:
+        text = re.sub(_QA_ARTICLES[lang], " ", text)
+    if lang == "zh":
+        text = re.sub(r"([\u4e00-\u9fa5])", r" \1 ", text)
+    return " ".join(text.split())
+
+
+def qa_scores(prediction, answers, lang="en"):
+    """(F1, exact match) in percent of one prediction against its gold answer texts: the maximum
+    over the answers of token-level F1 and of exact match after `qa_normalize`."""
+    from collections import Counter
+    pred = qa_normalize(prediction, lang).split()
+    best_f1 = best_em = 0.0
+    for gold in answers:
+        g = qa_normalize(gold, lang).split()
+        best_em = max(best_em, float(pred == g))
+        common_ = sum((Counter(pred) & Counter(g)).values())
+        if common_:
+            p, r = common_ / len(pred), common_ / len(g)
+            best_f1 = max(best_f1, 2 * p * r / (p + r))
+    return 100.0 * best_f1, 100.0 * best_em
+
+
+def qa_features(tok, examples, max_len, stride=128):
+    """Question-context windows (`<s> question </s></s> context window </s>`), several per long
+    context, overlapping by `stride` tokens. Each feature: input_ids, example (index), offsets
+    (character span of each context token, None elsewhere), start/end (token positions of the
+    first answer, 0 = <s> when the window does not contain it, as SQuAD training does)."""
+    feats = []
+    for n, ex in enumerate(examples):
+        room = max_len - len(tok(ex.question, add_special_tokens=False)["input_ids"]) - tok.num_special_tokens_to_add(pair=True)
+        if room < 8:
+            raise DataError(f"question {ex.id}: too long for --max_len {max_len} (leaves {room} subwords of context)")
+        enc = tok(ex.question, ex.context, truncation="only_second", max_length=max_len, stride=min(stride, room // 2),
+                  return_overflowing_tokens=True, return_offsets_mapping=True)
+        for w in range(len(enc["input_ids"])):
+            seq = enc.sequence_ids(w)
+            offsets = [tuple(o) if sid == 1 else None for o, sid in zip(enc["offset_mapping"][w], seq)]
+            start = end = 0
+            if ex.answers:
+                a_s = ex.answers[0][1]
+                a_e = a_s + len(ex.answers[0][0])
+                inside = [i for i, o in enumerate(offsets) if o is not None and o[0] < a_e and o[1] > a_s]
+                ctx = [i for i, o in enumerate(offsets) if o is not None]
+                if inside and offsets[ctx[0]][0] <= a_s and offsets[ctx[-1]][1] >= a_e:
+                    start, end = inside[0], inside[-1]
+            feats.append({"input_ids": enc["input_ids"][w], "example": n, "offsets": offsets, "start": start, "end": end})
+    return feats
+
+
+def best_span(start_logits, end_logits, offsets, max_answer_len=30, top=20):
+    """(score, char_start, char_end) of the best context span: start <= end, at most max_answer_len
+    tokens, both ends on context tokens; score = start logit + end logit. None if no valid span."""
+    best = None
+    cand_s = sorted(range(len(offsets)), key=lambda i: -start_logits[i])[:top]
+    cand_e = sorted(range(len(offsets)), key=lambda i: -end_logits[i])[:top]
+    for i in cand_s:
+        for j in cand_e:
+            if offsets[i] is None or offsets[j] is None or j < i or j - i + 1 > max_answer_len:
+                continue
+            score = start_logits[i] + end_logits[j]
+            if best is None or score > best[0]:
+                best = (score, offsets[i][0], offsets[j][1])
+    return best
+
+
+class QAModel(nn.Module):
+    """An encoder with a start/end head (one linear layer to 2 logits per token), as BERT's SQuAD model."""
+
+    def __init__(self, encoder):
+        super().__init__()
+        self.encoder = encoder
+        self.qa_head = nn.Linear(encoder.config.hidden_size, 2)
+        self.train()
+
+    def forward(self, input_ids, attention_mask):
+        """Returns (start logits (B, T), end logits (B, T)), padding positions at -inf."""
+        h = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        logits = self.qa_head(h).float().masked_fill(~attention_mask.bool().unsqueeze(-1), float("-inf"))
+        return logits[..., 0], logits[..., 1]
+
+
+@torch.no_grad()
+def qa_evaluate(model, examples, feats, lang, pad_id, device, autocast, batch_size=64):
+    """F1 and exact match (percent, MLQA's per-language normalisation), best span over the windows."""
+    was_training = model.training
+    model.eval()
+    best = {}
+    for s in range(0, len(feats), batch_size):
+        chunk = feats[s:s + batch_size]
+        T = max(len(f["input_ids"]) for f in chunk)
+        ids = torch.tensor([f["input_ids"] + [pad_id] * (T - len(f["input_ids"])) for f in chunk], device=device)
+        with autocast:
+            st, en = model(ids, (ids != pad_id).long())
+        for f, a, b in zip(chunk, st.tolist(), en.tolist()):
+            span = best_span(a, b, f["offsets"] + [None] * (T - len(f["offsets"])))
+            if span and (f["example"] not in best or span[0] > best[f["example"]][0]):
+                best[f["example"]] = span
+    model.train(was_training)
+    f1 = em = 0.0
+    for n, ex in enumerate(examples):
+        pred = ex.context[best[n][1]:best[n][2]] if n in best else ""
+        a, b = qa_scores(pred, [t for t, _ in ex.answers] or [""], lang)
+        f1, em = f1 + a, em + b
+    return {"f1": f1 / max(len(examples), 1), "exact_match": em / max(len(examples), 1), "n": len(examples)}
+
+
 # ----------------------------------------------------------------------------- labels and batches
 
 

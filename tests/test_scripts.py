@@ -5,7 +5,7 @@ import sys
 import pytest
 from conftest import ROOT
 
-SCRIPTS = ["xeroalign", "crossaligner", "contrastive", "translate_intent", "ear_push_pull", "sentence_mapping"]
+SCRIPTS = ["xeroalign", "crossaligner", "contrastive", "translate_intent", "ear_push_pull", "sentence_mapping", "ppa_moco_tlm"]
 RUN_FLAGS = ["--data", "--lang", "--model", "--data_dir", "--train_lang", "--epochs", "--batch_size", "--lr",
              "--max_len", "--seed", "--device", "--out_dir", "--max_steps", "--limit_train", "--select_on"]
 

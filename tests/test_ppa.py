@@ -1,0 +1,194 @@
+"""ppa_moco_tlm.py: MoCo loss, momentum keys and queue, TLM masking, the QA pieces in common.py, and
+both stages end to end with --model tiny (align, then fine-tune the saved encoder)."""
+import json
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+from conftest import FIX, ROOT, write
+
+import common
+import ppa_moco_tlm as ppa
+
+
+def test_moco_loss_hand_computed():
+    q, k = torch.tensor([[1.0, 0.0]]), torch.tensor([[1.0, 0.0]])
+    queue = torch.tensor([[0.0, 1.0], [-1.0, 0.0]])  # negatives with dot products 0 and -1
+    # logits [1, 0, -1] / tau, tau = 1: -log(e / (e + 1 + e^-1))
+    assert ppa.moco_loss(q, k, queue, 1.0).item() == pytest.approx(math.log(1 + math.exp(-1) + math.exp(-2)))
+    # tau = 0.5 doubles every logit: -log(e^2 / (e^2 + 1 + e^-2))
+    assert ppa.moco_loss(q, k, queue, 0.5).item() == pytest.approx(math.log(1 + math.exp(-2) + math.exp(-4)))
+
+
+def test_momentum_update_and_queue_wrap_around():
+    enc, proj = nn.Linear(3, 3), nn.Linear(3, 2)
+    keys = ppa.MomentumKeys(enc, proj, size=5, dim=2, momentum=0.9)
+    assert all(not p.requires_grad for p in keys.params())  # the optimizer never sees the key side
+    before = keys.encoder.weight.clone()
+    with torch.no_grad():
+        enc.weight.add_(1.0)
+    keys.update(enc, proj)
+    assert torch.allclose(keys.encoder.weight, 0.9 * before + 0.1 * enc.weight)
+    assert torch.allclose(keys.queue.norm(dim=1), torch.ones(5))  # starts as unit vectors
+    a, b = torch.full((3, 2), 1.0), torch.full((3, 2), 2.0)
+    keys.enqueue(a)
+    assert keys.ptr == 3 and (keys.queue[:3] == 1.0).all()
+    keys.enqueue(b)  # rows 3, 4 and then 0 (wrapping): FIFO overwrites the oldest
+    assert keys.ptr == 1 and (keys.queue[[3, 4, 0]] == 2.0).all() and (keys.queue[1:3] == 1.0).all()
+    # a loss through the query side leaves the key encoder without gradients
+    loss = ppa.moco_loss(nn.functional.normalize(proj(enc(torch.randn(4, 3))), dim=-1),
+                         nn.functional.normalize(keys.proj(keys.encoder(torch.randn(4, 3))), dim=-1), keys.queue)
+    loss.backward()
+    assert enc.weight.grad is not None and all(p.grad is None for p in keys.params())
+
+
+def test_tlm_mask_statistics_and_determinism():
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(10, 1000, (400, 250), generator=g)
+    special = torch.zeros_like(ids, dtype=torch.bool)
+    special[:, 0] = special[:, -1] = True  # <s>, </s>
+    special[:, 200:] = True  # padding
+    inputs, labels = ppa.tlm_mask(ids, special, mask_id=4, vocab_size=1000, prob=0.15, generator=torch.Generator().manual_seed(1))
+    sel = labels != -100
+    assert not sel[special].any()  # special tokens and padding are never selected
+    assert sel[~special].float().mean().item() == pytest.approx(0.15, abs=0.005)
+    assert (labels[sel] == ids[sel]).all()
+    masked = (inputs[sel] == 4).float().mean().item()
+    same = (inputs[sel] == ids[sel]).float().mean().item()
+    assert masked == pytest.approx(0.8, abs=0.01) and same == pytest.approx(0.1 + 0.1 / 1000, abs=0.01)
+    assert ((inputs[sel] != 4) & (inputs[sel] != ids[sel])).float().mean().item() == pytest.approx(0.1, abs=0.01)
+    assert (inputs[~sel] == ids[~sel]).all()
+    again = ppa.tlm_mask(ids, special, 4, 1000, 0.15, torch.Generator().manual_seed(1))
+    assert torch.equal(again[0], inputs) and torch.equal(again[1], labels)
+
+
+def test_tlm_loss_counts_selected_positions_only():
+    logits = torch.zeros(1, 3, 7)
+    logits[0, 2, 5] = 100.0  # position 2 is not selected, whatever it predicts
+    labels = torch.tensor([[3, -100, -100]])
+    assert ppa.tlm_loss(logits, labels).item() == pytest.approx(math.log(7))
+    assert ppa.tlm_loss(logits, torch.full((1, 3), -100)).item() == 0.0
+
+
+# ---------------------------------------------------------------------------- QA (common.py)
+
+
+def test_qa_normalisation_and_scores_per_language():
+    assert common.qa_normalize("The  Eiffel Tower!", "en") == "eiffel tower"
+    assert common.qa_normalize("Der Turm, in Paris.", "de") == "turm in paris"
+    assert common.qa_normalize("the tower", "hi") == "the tower"  # no articles removed for hi
+    assert common.qa_normalize("北京大学。", "zh") == "北 京 大 学"  # CJK split per character
+    assert common.qa_scores("the cat sat", ["A cat sat down"], "en") == pytest.approx((80.0, 0.0))  # P 1, R 2/3
+    assert common.qa_scores("Paris", ["London", "paris."], "en") == (100.0, 100.0)  # best over the answers
+    assert common.qa_scores("", ["x"], "en") == (0.0, 0.0)
+
+
+def test_best_span_respects_order_length_and_context():
+    offsets = [None, (0, 3), (4, 7), (8, 11), None]
+    start = [9.0, 1.0, 5.0, 0.0, 9.0]  # the best start logits are on non-context tokens
+    end = [9.0, 0.0, 1.0, 4.0, 9.0]
+    assert common.best_span(start, end, offsets) == (9.0, 4, 11)  # tokens 2..3
+    assert common.best_span(start, end, offsets, max_answer_len=1) == (6.0, 4, 7)
+    assert common.best_span(start, end, [None] * 5) is None
+
+
+def squad(path, items):
+    """Write a SQuAD-format file: items of (id, question, context, answer or None)."""
+    qas = {}
+    for qid, question, context, answer in items:
+        ans = [{"text": answer, "answer_start": context.index(answer)}] if answer else []
+        qas.setdefault(context, []).append({"id": qid, "question": question, "answers": ans})
+    data = {"data": [{"title": "t", "paragraphs": [{"context": c, "qas": q} for c, q in qas.items()]}]}
+    return write(path, json.dumps(data, ensure_ascii=False))
+
+
+def test_qa_features_find_the_answer_tokens_in_every_window(tmp_path):
+    from transformers import AutoTokenizer
+    common.load_encoder("tiny", ["the capital of france is paris and it is big"] * 50, tmp_path)
+    tok = AutoTokenizer.from_pretrained(tmp_path / "tiny_model")
+    context = "filler words here . " * 30 + "the capital of france is paris ."
+    ex = common.read_squad(squad(tmp_path / "q.json", [("1", "what is the capital of france ?", context, "paris")]))[0]
+    feats = common.qa_features(tok, [ex], max_len=48, stride=16)
+    assert len(feats) > 1  # a long context becomes several windows
+    hits = [f for f in feats if f["start"]]
+    assert hits and all(ex.context[f["offsets"][f["start"]][0]:f["offsets"][f["end"]][1]] == "paris" for f in hits)
+    assert all(f["start"] == f["end"] == 0 for f in feats if f not in hits)  # windows without the answer point at <s>
+
+
+def test_read_squad_errors_and_notes(tmp_path):
+    write(tmp_path / "bad.json", '{"data": [\n{"paragraphs": }]}')
+    with pytest.raises(common.DataError, match=r"bad.json:2: not valid JSON"):
+        common.read_squad(tmp_path / "bad.json")
+    write(tmp_path / "nokey.json", json.dumps({"data": [{"paragraphs": [{"qas": [{"id": "1"}]}]}]}))
+    with pytest.raises(common.DataError, match=r"data\[0\].paragraphs\[0\].qas\[0\]: missing or malformed field 'context'"):
+        common.read_squad(tmp_path / "nokey.json")
+    common.DATA_NOTES.clear()
+    p = write(tmp_path / "off.json", json.dumps({"data": [{"paragraphs": [{"context": "abc def", "qas": [
+        {"id": "1", "question": "q", "answers": [{"text": "def", "answer_start": 0}]}]}]}]}))
+    assert common.read_squad(p)[0].answers == [] and "1 answers not found" in common.DATA_NOTES[-1]
+
+
+# ---------------------------------------------------------------------------- end to end
+
+ALIGN = ["--stage", "align", "--model", "tiny", "--parallel", f"massive:{ROOT / 'data/demo'}:de,es", "--min_len", "1",
+         "--queue", "64", "--momentum", "0.9", "--lr", "3e-4", "--epochs", "4"]
+
+
+def test_align_then_finetune_the_saved_encoder(tmp_path):
+    history = ppa.main([*ALIGN, "--out_dir", str(tmp_path / "align")])
+    assert history[-1]["tlm"] < history[0]["tlm"]  # the word-level objective learns
+    # (a random tiny encoder gives nearly the same [CLS] state to every sentence, so MoCo has little to
+    # learn from here: its behaviour is tested on the loss, the momentum update and the queue above)
+    saved = tmp_path / "align" / "aligned"
+    enc, _ = common.load_encoder(str(saved))  # a normal HF folder, loadable by every script
+    assert enc.config.hidden_size == 64
+    final = ppa.main(["--stage", "finetune", "--model", str(saved), "--data", "demo", "--data_dir", str(ROOT / "data/demo"),
+                      "--lang", "de", "--lr", "1e-3", "--epochs", "6", "--batch_size", "16", "--max_len", "64",
+                      "--out_dir", str(tmp_path / "ft")])
+    assert final["en"]["test"]["accuracy"] > 20.0  # 10 intents: chance is 10%
+    res = json.loads((tmp_path / "ft" / "results.json").read_text())
+    assert res["method"] == "ppa_finetune" and "de" in res["metrics"]
+
+
+def test_ablation_flags_and_clear_errors(tmp_path):
+    h = ppa.main([*ALIGN, "--epochs", "1", "--no_tlm", "--out_dir", str(tmp_path / "a")])
+    assert h[0]["tlm"] == 0.0
+    h = ppa.main([*ALIGN, "--epochs", "1", "--mlm_instead_of_tlm", "--out_dir", str(tmp_path / "b")])
+    assert h[0]["tlm"] > 0.0
+    with pytest.raises(SystemExit):  # argparse error: the queue must hold whole batches
+        ppa.parse_args(["--stage", "align", "--parallel", "x.tsv", "--queue", "100", "--batch_size", "64"])
+    with pytest.raises(SystemExit):
+        ppa.parse_args(["--stage", "finetune", "--code_switch"])
+    with pytest.raises(SystemExit, match="error: .*nope.en: file not found"):
+        ppa.main(["--stage", "align", "--parallel", str(tmp_path / "nope.en") + "," + str(tmp_path / "nope.de"),
+                  "--model", "tiny", "--queue", "64", "--batch_size", "16", "--out_dir", str(tmp_path / "c")])
+
+
+def test_code_switching_groups(tmp_path):
+    args = ppa.parse_args(["--stage", "finetune", "--data", "pawsx", "--data_dir", str(FIX / "pawsx_xtreme"), "--lang", "de",
+                           "--model", "tiny", "--translate_train", "--code_switch", "--dev_halves", "--out_dir", str(tmp_path)])
+    train, trans, evals = common.load_data(args, ["de"], True)
+    _, tok = common.load_encoder("tiny", common.texts_of(train, trans, evals), tmp_path, 64)
+    labels = common.Labels.from_train("pawsx", train, "io")
+    groups = ppa.finetune_items(args, tok, train, trans, labels)
+    ex, (a_x, b_x) = train[0], trans["de"][0]
+    want = [tok(ex.a, ex.b)["input_ids"], tok(a_x, b_x)["input_ids"], tok(a_x, ex.b)["input_ids"], tok(ex.a, b_x)["input_ids"]]
+    assert [it["input_ids"] for it in groups[0]] == want  # English, translated, (a_x, b_en), (a_en, b_x)
+    assert len({it["intent"] for it in groups[0]}) == 1  # all with the English label
+    batches = ppa.group_batches(groups, 4, __import__("random").Random(0))
+    assert all(len(b) % 4 == 0 for b in batches)  # groups of 4 are never split
+
+
+def test_qa_end_to_end(tmp_path):
+    ctx = "the river flows north . the tower is in paris . the bridge is old ."
+    items = [(f"q{i}", q, ctx, a) for i, (q, a) in enumerate([("where is the tower ?", "paris"), ("what is old ?", "the bridge"),
+                                                              ("where does the river flow ?", "north")] * 4)]
+    squad(tmp_path / "train-v1.1.json", items)
+    for split in ("dev", "test"):
+        for lang in ("en", "de"):
+            squad(tmp_path / "MLQA_V1" / split / f"{split}-context-{lang}-question-{lang}.json", items[:3])
+    metrics = ppa.main(["--stage", "finetune", "--data", "mlqa", "--data_dir", str(tmp_path), "--lang", "de", "--model", "tiny",
+                        "--max_len", "64", "--out_dir", str(tmp_path / "out")])
+    assert set(metrics) == {"en", "de"} and {"f1", "exact_match", "n"} <= set(metrics["de"]["test"])
+    assert metrics["en"]["test"]["f1"] > 0.0  # it learnt to point at answer words of the training questions
