@@ -187,6 +187,20 @@ def project(encoder, proj, enc):
 # ---------------------------------------------------------------------------- stage 1: alignment
 
 
+def schedule(opt, total, warmup):
+    """Linear warm-up over `warmup` steps (at most 10% of the run), then linear decay to 0."""
+    warm = max(1, min(warmup, total // 10))
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: s / warm if s < warm else max(0.0, (total - s) / max(1, total - warm)))
+
+
+def adamw(model, lr, device):
+    """AdamW with weight decay 0.01 on weight matrices, none on biases and LayerNorm (section 3.3)."""
+    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
+                             lr=lr, fused=device.type == "cuda")
+
+
 def read_parallel_specs(specs):
     """[(english, other)] from every --parallel spec, with a count per spec."""
     pairs, counts = [], {}
@@ -233,15 +247,11 @@ def align(args, device, autocast):
     proj = nn.Sequential(nn.Linear(h, h), nn.ReLU(), nn.Linear(h, args.proj_dim)).to(device)
     keys = MomentumKeys(encoder, proj, args.queue, args.proj_dim, args.momentum, args.seed)
     params = [*mlm.parameters(), *proj.parameters()]
-    decay = [p for n, p in [*mlm.named_parameters(), *proj.named_parameters()] if p.ndim > 1]
-    no_decay = [p for p in params if p.ndim <= 1]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
-                            lr=args.lr, fused=device.type == "cuda")
+    opt = adamw(nn.ModuleList([mlm, proj]), args.lr, device)
     per_epoch = len(kept) // args.batch_size  # whole batches only: the queue takes B keys at a time
     total = args.epochs * per_epoch
     total = min(total, args.max_steps) if args.max_steps else total
-    warm = max(1, int(0.1 * total))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: s / warm if s < warm else max(0.0, (total - s) / max(1, total - warm)))
+    sched = schedule(opt, total, total // 10)  # 10% warm-up, then linear decay
     special = set(tok.all_special_ids)
     gen = torch.Generator().manual_seed(args.seed)
     rng = random.Random(args.seed)
@@ -352,18 +362,6 @@ def group_batches(groups, batch_size, rng):
             out.append(cur)
             cur = []
     return out + ([cur] if cur else [])
-
-
-def schedule(opt, total, warmup):
-    warm = max(1, min(warmup, total // 10))
-    return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: s / warm if s < warm else max(0.0, (total - s) / max(1, total - warm)))
-
-
-def adamw(model, lr, device):
-    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
-    return torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
-                             lr=lr, fused=device.type == "cuda")
 
 
 def finetune(args, device, autocast):
