@@ -10,9 +10,10 @@ import reproduce  # noqa: E402
 
 
 def test_dry_run_commands_parse_with_each_script(capsys):
-    reproduce.main(["--dry_run", "--groups", "spine", "crossaligner", "single", "--seeds", "1", "2"])
+    groups = ["spine", "crossaligner", "single", "mapping", "ppa"]
+    reproduce.main(["--dry_run", "--groups", *groups, "--seeds", "1", "2", "--ppa_align_extra", "--max_steps 3"])
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 2 * len(reproduce.grid(["spine", "crossaligner", "single"]))
+    assert len(lines) == 2 * len(reproduce.grid(groups))
     for line in lines:
         words = shlex.split(line)
         assert words[0] == "python" and words[1].endswith(".py")
@@ -26,3 +27,10 @@ def test_spine_grid_covers_the_issue_rows():
     for lang in ("de", "es", "fr", "hi", "ja", "pt", "tr", "zh"):
         assert {f"matis-{lang}-xeroalign", f"matis-{lang}-target"} <= names
     assert {"mtod-es-xeroalign", "mtod-th-target", "massive-th-xeroalign", "massive-zeroshot"} <= names
+
+
+def test_ppa_fine_tuning_reads_the_aligned_encoder_of_its_seed(capsys):
+    reproduce.main(["--dry_run", "--groups", "ppa", "--seeds", "2", "--out", "o"])
+    lines = capsys.readouterr().out.splitlines()
+    assert "--out_dir o/ppa/align/seed2" in lines[0]
+    assert sum("--model o/ppa/align/seed2/aligned" in x for x in lines) == 2  # massive and xnli, aligned

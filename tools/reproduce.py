@@ -3,6 +3,7 @@
     python tools/reproduce.py --dry_run                        # print every command
     python tools/reproduce.py --groups spine --seeds 1 2 3     # run them (results that exist are skipped)
     python tools/reproduce.py --model /path/to/xlm-roberta-large --extra ""
+    python tools/reproduce.py --groups mapping ppa --seeds 1 --dry_run       # sentence_mapping.py, ppa_moco_tlm.py
 
 Each run writes <out>/<group>/<name>/seed<N>/results.json; tools/make_table.py turns them into the
 README tables. The default encoder is multilingual-e5-small built offline (../shared/tools), with the
@@ -17,7 +18,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-FOLDERS = {"mtod": "mtod", "matis": "multiatis", "massive": "massive", "sts": "sts"}  # under --data_root
+FOLDERS = {"mtod": "mtod", "matis": "multiatis", "massive": "massive", "sts": "sts", "xnli": "xnli"}  # under --data_root
 LANGS = {"mtod": ["es", "th"], "matis": ["de", "es", "fr", "hi", "ja", "pt", "tr", "zh"],
          "massive": ["de", "es", "fr", "hi", "th"]}
 
@@ -53,17 +54,25 @@ def grid(groups):
     if "mapping" in groups:  # sentence_mapping.py: pretrained embeddings, bi-encoder, cross-encoder
         for arch in ("none", "bi", "cross"):
             runs.append(("mapping", f"sts-{arch}", "sentence_mapping.py", ["--data", "sts", "--lang", "ko,de,es", "--arch", arch]))
+    if "ppa" in groups:  # align on MASSIVE's parallel train split, then fine-tune with and without it
+        runs.append(("ppa", "align", "ppa_moco_tlm.py", ["--stage", "align", "--parallel", "massive:{massive}:th,hi,de", "--min_len", "3"]))
+        for data, extra in (("massive", []), ("xnli", ["--dev_halves"])):
+            for name, model in (("base", []), ("aligned", ["--model", "{align}/aligned"])):
+                runs.append(("ppa", f"{data}-{name}", "ppa_moco_tlm.py",
+                             ["--stage", "finetune", "--data", data, "--lang", "th,hi,de", *extra, *model]))
     return runs
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
-    p.add_argument("--groups", nargs="+", default=["spine"], choices=["spine", "crossaligner", "single", "mapping"])
+    p.add_argument("--groups", nargs="+", default=["spine"], choices=["spine", "crossaligner", "single", "mapping", "ppa"])
     p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     p.add_argument("--model", default=str(Path("~/.cache/xalign/multilingual-e5-small").expanduser()))
     p.add_argument("--extra", default="--cls first --head_lr 1e-3 --lr 5e-5 --batch_size 32",
                    help="flags added to every intent/slot command (default: what multilingual-e5-small needs)")
     p.add_argument("--sts_extra", default="", help="flags added to every sentence_mapping.py command (e.g. --limit_train)")
+    p.add_argument("--ppa_extra", default="", help="flags added to every ppa_moco_tlm.py fine-tuning command (e.g. --limit_train)")
+    p.add_argument("--ppa_align_extra", default="", help="flags added to the ppa_moco_tlm.py alignment command (e.g. --max_steps)")
     p.add_argument("--data_root", default=str(ROOT.parent / "shared" / "data"), help="folder holding the datasets")
     p.add_argument("--out", default="runs/repro")
     p.add_argument("--only", default="", help="run only names containing this text, e.g. massive-th")
@@ -73,11 +82,16 @@ def main(argv=None):
     for group, name, script, args in grid(a.groups):
         if a.only not in name:
             continue
-        data = args[args.index("--data") + 1]
+        data = args[args.index("--data") + 1] if "--data" in args else None
         for seed in a.seeds:
             out = Path(a.out) / group / name / f"seed{seed}"
-            cmd = [sys.executable, script, *args, "--model", a.model, "--data_dir", str(Path(a.data_root) / FOLDERS[data]),
-                   "--seed", str(seed), "--out_dir", str(out), *shlex.split(a.sts_extra if data == "sts" else a.extra)]
+            fill = {"massive": Path(a.data_root) / "massive", "align": Path(a.out) / "ppa" / "align" / f"seed{seed}"}
+            cmd = [sys.executable, script, *(x.format(**fill) for x in args)]
+            cmd += [] if "--model" in args else ["--model", a.model]
+            cmd += ["--data_dir", str(Path(a.data_root) / FOLDERS[data])] if data else []
+            extra = a.sts_extra if data == "sts" else a.ppa_align_extra if "align" in args else \
+                a.ppa_extra if script == "ppa_moco_tlm.py" else a.extra
+            cmd += ["--seed", str(seed), "--out_dir", str(out), *shlex.split(extra)]
             todo.append((out, cmd))
     for i, (out, cmd) in enumerate(todo, 1):
         line = shlex.join(["python", *cmd[1:]])

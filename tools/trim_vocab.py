@@ -49,21 +49,34 @@ def fail(msg):
 
 
 def collect(specs):
-    """(pre-split word lists, whole-sentence texts) of every --data spec `name:dir:lang,lang`."""
+    """(pre-split word lists, whole-sentence texts) of every --data spec `name:dir:lang,lang`. Pair
+    datasets (PAWS-X, XNLI) contribute both sentences of each pair (a pair is tokenized segment by
+    segment); splits a folder does not have (XTREME's PAWS-X/XNLI: dev only) are skipped."""
     words, sentences = [], []
     for spec in specs:
         name, data_dir, langs = spec.split(":")
         langs = langs.split(",")
         for lang in langs:
             for split in ("train", "dev", "test"):
-                xs = common.load_split(name, data_dir, lang, split)
-                words += [e.words for e in xs]
+                try:
+                    xs = common.load_split(name, data_dir, lang, split)
+                except common.DataError:
+                    print(f"  {name} {lang} {split}: not in {data_dir}, skipped")
+                    continue
+                for e in xs:
+                    if isinstance(e, common.Pair):
+                        sentences += [e.a, e.b]
+                    else:
+                        words.append(e.words)
                 print(f"  {name} {lang} {split}: {len(xs)} examples")
-        english = common.load_split(name, data_dir, "en", "train")
+        try:
+            english = common.load_split(name, data_dir, "en", "train")
+        except common.DataError:
+            continue
         for lang in langs:
             if lang != "en":
                 ts = [t for t in common.load_translations(name, data_dir, lang, english) if t]
-                sentences += ts
+                sentences += [s for t in ts for s in (t if isinstance(t, tuple) else (t,))]
                 print(f"  {name} {lang} translations: {len(ts)}")
     return words, sentences
 
