@@ -43,6 +43,7 @@ Shapes: B pairs per batch, T subwords, d hidden size, D = 300 projection size, K
 """
 import argparse
 import copy
+import json
 import math
 import random
 import time
@@ -317,6 +318,9 @@ def align(args, device, autocast):
 
     mlm.save_pretrained(args.save_dir)  # a normal HF folder: AutoModel.from_pretrained(save_dir) reads the encoder
     tok.save_pretrained(args.save_dir)
+    variant = "ppa" + ("-no_tlm" if args.no_tlm else "-mlm" if args.mlm_instead_of_tlm else "")
+    (Path(args.save_dir) / "ppa_align.json").write_text(json.dumps(  # tells stage 2 what it fine-tunes
+        {"variant": variant, "from": args.model, "steps": step, "pairs_kept": len(kept), "args": vars(args)}, indent=2, default=str))
     common.log(f"saved the aligned query encoder to {args.save_dir} (use --model {args.save_dir})")
     path = common.save_results(args.out_dir, "ppa_align", args, {}, history=history, steps=step, pairs=counts,
                                pairs_kept=len(kept), save_dir=args.save_dir, wall_s=time.time() - t0,
@@ -326,6 +330,14 @@ def align(args, device, autocast):
 
 
 # ---------------------------------------------------------------------------- stage 2: fine-tuning
+
+
+def method_name(args):
+    """'finetune' for an encoder that stage 1 did not align, else the alignment variant (ppa,
+    ppa-no_tlm, ppa-mlm, from the ppa_align.json stage 1 writes), then the fine-tuning data options."""
+    marker = Path(args.model).expanduser() / "ppa_align.json"
+    name = json.loads(marker.read_text())["variant"] if marker.is_file() else "finetune"
+    return name + ("+translate_train" if args.translate_train else "") + ("+code_switch" if args.code_switch else "")
 
 
 def finetune_items(args, tok, train, trans, labels):
@@ -413,7 +425,7 @@ def finetune(args, device, autocast):
         selector.epoch_end(model, epoch, train_task_loss=float(np.mean(losses)))
         if step >= total:
             break
-    name = "ppa_finetune" + ("_translate_train" if args.translate_train else "") + ("_code_switch" if args.code_switch else "")
+    name = method_name(args)
     return selector.finish(model, name, epoch, steps=step, train_examples_seen=seen,
                            train_examples_per_s=seen / max(t_train, 1e-9), wall_s=time.time() - t_start, world_size=1)
 
@@ -473,7 +485,7 @@ def finetune_qa(args, device, autocast):
     metrics = {x: {s: common.qa_evaluate(model, *v, x, pad, device, autocast) for s, v in d.items()} for x, d in eval_feats.items()}
     for x, m in metrics.items():
         common.log(f"final {x:>5} | " + " | ".join(f"{s} f1 {r['f1']:.2f} em {r['exact_match']:.2f}" for s, r in m.items()))
-    path = common.save_results(args.out_dir, "ppa_finetune_qa", args, metrics, history=history, steps=step,
+    path = common.save_results(args.out_dir, method_name(args) + "_qa", args, metrics, history=history, steps=step,
                                selected_epoch=len(history), wall_s=time.time() - t_start,
                                peak_memory_mb=common.peak_memory_mb(device), world_size=1)
     common.log(f"wrote {path}")

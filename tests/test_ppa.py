@@ -148,12 +148,13 @@ def test_align_then_finetune_the_saved_encoder(tmp_path):
                       "--out_dir", str(tmp_path / "ft")])
     assert final["en"]["test"]["accuracy"] > 20.0  # 10 intents: chance is 10%
     res = json.loads((tmp_path / "ft" / "results.json").read_text())
-    assert res["method"] == "ppa_finetune" and "de" in res["metrics"]
+    assert res["method"] == "ppa" and "de" in res["metrics"]  # named after the alignment it fine-tunes
 
 
 def test_ablation_flags_and_clear_errors(tmp_path):
     h = ppa.main([*ALIGN, "--epochs", "1", "--no_tlm", "--out_dir", str(tmp_path / "a")])
     assert h[0]["tlm"] == 0.0
+    assert json.loads((tmp_path / "a" / "aligned" / "ppa_align.json").read_text())["variant"] == "ppa-no_tlm"
     h = ppa.main([*ALIGN, "--epochs", "1", "--mlm_instead_of_tlm", "--out_dir", str(tmp_path / "b")])
     assert h[0]["tlm"] > 0.0
     with pytest.raises(SystemExit):  # argparse error: the queue must hold whole batches
@@ -191,4 +192,5 @@ def test_qa_end_to_end(tmp_path):
     metrics = ppa.main(["--stage", "finetune", "--data", "mlqa", "--data_dir", str(tmp_path), "--lang", "de", "--model", "tiny",
                         "--max_len", "64", "--out_dir", str(tmp_path / "out")])
     assert set(metrics) == {"en", "de"} and {"f1", "exact_match", "n"} <= set(metrics["de"]["test"])
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["method"] == "finetune_qa"  # tiny: not aligned
     assert metrics["en"]["test"]["f1"] > 0.0  # it learnt to point at answer words of the training questions

@@ -55,9 +55,12 @@ def grid(groups):
         for arch in ("none", "bi", "cross"):
             runs.append(("mapping", f"sts-{arch}", "sentence_mapping.py", ["--data", "sts", "--lang", "ko,de,es", "--arch", arch]))
     if "ppa" in groups:  # align on MASSIVE's parallel train split, then fine-tune with and without it
-        runs.append(("ppa", "align", "ppa_moco_tlm.py", ["--stage", "align", "--parallel", "massive:{massive}:th,hi,de", "--min_len", "3"]))
+        for variant, flags in (("", []), ("-no_tlm", ["--no_tlm"])):  # Table 5: without TLM
+            runs.append(("ppa", f"align{variant}", "ppa_moco_tlm.py",
+                         ["--stage", "align", "--parallel", "massive:{massive}:th,hi,de", "--min_len", "3", *flags]))
         for data, extra in (("massive", []), ("xnli", ["--dev_halves"])):
-            for name, model in (("base", []), ("aligned", ["--model", "{align}/aligned"])):
+            for name, model in (("base", []), ("aligned", ["--model", "{align}/aligned"]),
+                                ("aligned-no_tlm", ["--model", "{align}-no_tlm/aligned"])):
                 runs.append(("ppa", f"{data}-{name}", "ppa_moco_tlm.py",
                              ["--stage", "finetune", "--data", data, "--lang", "th,hi,de", *extra, *model]))
     return runs
@@ -76,17 +79,24 @@ def main(argv=None):
     p.add_argument("--data_root", default=str(ROOT.parent / "shared" / "data"), help="folder holding the datasets")
     p.add_argument("--out", default="runs/repro")
     p.add_argument("--only", default="", help="run only names containing this text, e.g. massive-th")
+    p.add_argument("--names", nargs="+", default=None, help="run exactly these names, in this order")
     p.add_argument("--dry_run", action="store_true", help="print the commands, run nothing")
     a = p.parse_args(argv)
     todo = []
-    for group, name, script, args in grid(a.groups):
+    runs = grid(a.groups)
+    if a.names:
+        unknown = set(a.names) - {r[1] for r in runs}
+        if unknown:
+            raise SystemExit(f"error: --names {sorted(unknown)} not in the grid of --groups {a.groups}")
+        runs = sorted((r for r in runs if r[1] in a.names), key=lambda r: a.names.index(r[1]))
+    for group, name, script, args in runs:
         if a.only not in name:
             continue
         data = args[args.index("--data") + 1] if "--data" in args else None
         for seed in a.seeds:
             out = Path(a.out) / group / name / f"seed{seed}"
-            fill = {"massive": Path(a.data_root) / "massive", "align": Path(a.out) / "ppa" / "align" / f"seed{seed}"}
-            cmd = [sys.executable, script, *(x.format(**fill) for x in args)]
+            fill = {"massive": Path(a.data_root) / "massive", "align": Path(a.out) / "ppa" / "align"}
+            cmd = [sys.executable, script, *(x.format(**fill).replace("/aligned", f"/seed{seed}/aligned") for x in args)]
             cmd += [] if "--model" in args else ["--model", a.model]
             cmd += ["--data_dir", str(Path(a.data_root) / FOLDERS[data])] if data else []
             extra = a.sts_extra if data == "sts" else a.ppa_align_extra if "align" in args else \
