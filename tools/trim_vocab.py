@@ -56,6 +56,13 @@ def collect(specs):
     for spec in specs:
         name, data_dir, langs = spec.split(":")
         langs = langs.split(",")
+        if name == "sts":  # sentence_mapping.py: STS-B (en), KorSTS (ko), stsb-multi-mt (others)
+            for lang in langs:
+                for split in ("train", "dev", "test"):
+                    xs = common.load_sts(data_dir, lang, split)
+                    sentences += [s for p in xs for s in (p.a, p.b)]
+                    print(f"  sts {lang} {split}: {len(xs)} pairs")
+            continue
         for lang in langs:
             for split in ("train", "dev", "test"):
                 try:
@@ -83,8 +90,8 @@ def collect(specs):
 
 def encode_all(tok, words, sentences):
     """Ids (and word ids) of every text, tokenized as the runs do."""
-    w = tok(words, is_split_into_words=True)
-    s = tok(sentences)
+    w = tok(words, is_split_into_words=True) if words else {"input_ids": []}
+    s = tok(sentences) if sentences else {"input_ids": []}
     word_ids = [w.word_ids(i) for i in range(len(words))]
     return w["input_ids"], word_ids, s["input_ids"]
 
