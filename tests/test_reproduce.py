@@ -10,7 +10,7 @@ import reproduce  # noqa: E402
 
 
 def test_dry_run_commands_parse_with_each_script(capsys):
-    groups = ["spine", "crossaligner", "single", "mapping", "ppa"]
+    groups = ["spine", "crossaligner", "single", "mapping", "ppa", "ear"]
     reproduce.main(["--dry_run", "--groups", *groups, "--seeds", "1", "2", "--ppa_align_extra", "--max_steps 3"])
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2 * len(reproduce.grid(groups))

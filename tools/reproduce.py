@@ -3,7 +3,7 @@
     python tools/reproduce.py --dry_run                        # print every command
     python tools/reproduce.py --groups spine --seeds 1 2 3     # run them (results that exist are skipped)
     python tools/reproduce.py --model /path/to/xlm-roberta-large --extra ""
-    python tools/reproduce.py --groups mapping ppa --seeds 1 --dry_run       # sentence_mapping.py, ppa_moco_tlm.py
+    python tools/reproduce.py --groups mapping ppa ear --seeds 1 --dry_run   # sentence_mapping, ppa_moco_tlm, ear_push_pull
 
 Each run writes <out>/<group>/<name>/seed<N>/results.json; tools/make_table.py turns them into the
 README tables. The default encoder is multilingual-e5-small built offline (../shared/tools), with the
@@ -18,7 +18,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-FOLDERS = {"mtod": "mtod", "matis": "multiatis", "massive": "massive", "sts": "sts", "xnli": "xnli"}  # under --data_root
+FOLDERS = {"mtod": "mtod", "matis": "multiatis", "massive": "massive", "sts": "sts", "xnli": "xnli",
+           "pawsx": "pawsx"}  # under --data_root
 LANGS = {"mtod": ["es", "th"], "matis": ["de", "es", "fr", "hi", "ja", "pt", "tr", "zh"],
          "massive": ["de", "es", "fr", "hi", "th"]}
 
@@ -63,18 +64,28 @@ def grid(groups):
                                 ("aligned-no_tlm", ["--model", "{align}-no_tlm/aligned"])):
                 runs.append(("ppa", f"{data}-{name}", "ppa_moco_tlm.py",
                              ["--stage", "finetune", "--data", data, "--lang", "th,hi,de", *extra, *model]))
+    if "ear" in groups:  # plain fine-tuning, RS-DA, EAR and its ablations (English-only resources)
+        modes = {"plain": ["--mode", "plain"], "rsda": ["--mode", "rsda"], "ear": ["--mode", "ear"],
+                 "ear-no_ept": ["--mode", "ear", "--alpha", "0"], "ear-no_apt": ["--mode", "ear", "--beta", "0"]}
+        sets = {"pawsx": ["--lang", "de,es,fr,ja,ko,zh", "--dev_halves"], "xnli": ["--lang", "all", "--dev_halves"],
+                "massive": ["--lang", "th,hi,de"]}
+        for data, flags in sets.items():
+            for name, mode in modes.items():
+                runs.append(("ear", f"{data}-{name}", "ear_push_pull.py",
+                             ["--data", data, *flags, *mode, "--neighbours", "{synonyms}"]))
     return runs
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
-    p.add_argument("--groups", nargs="+", default=["spine"], choices=["spine", "crossaligner", "single", "mapping", "ppa"])
+    p.add_argument("--groups", nargs="+", default=["spine"], choices=["spine", "crossaligner", "single", "mapping", "ppa", "ear"])
     p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     p.add_argument("--model", default=str(Path("~/.cache/xalign/multilingual-e5-small").expanduser()))
     p.add_argument("--extra", default="--cls first --head_lr 1e-3 --lr 5e-5 --batch_size 32",
                    help="flags added to every intent/slot command (default: what multilingual-e5-small needs)")
     p.add_argument("--sts_extra", default="", help="flags added to every sentence_mapping.py command (e.g. --limit_train)")
     p.add_argument("--ppa_extra", default="", help="flags added to every ppa_moco_tlm.py fine-tuning command (e.g. --limit_train)")
+    p.add_argument("--ear_extra", default="", help="flags added to every ear_push_pull.py command (e.g. --limit_train)")
     p.add_argument("--ppa_align_extra", default="", help="flags added to the ppa_moco_tlm.py alignment command (e.g. --max_steps)")
     p.add_argument("--data_root", default=str(ROOT.parent / "shared" / "data"), help="folder holding the datasets")
     p.add_argument("--out", default="runs/repro")
@@ -95,12 +106,13 @@ def main(argv=None):
         data = args[args.index("--data") + 1] if "--data" in args else None
         for seed in a.seeds:
             out = Path(a.out) / group / name / f"seed{seed}"
-            fill = {"massive": Path(a.data_root) / "massive", "align": Path(a.out) / "ppa" / "align"}
+            fill = {"massive": Path(a.data_root) / "massive", "align": Path(a.out) / "ppa" / "align",
+                    "synonyms": Path(a.data_root) / "synonyms" / "counterfitted_neighbors.json"}
             cmd = [sys.executable, script, *(x.format(**fill).replace("/aligned", f"/seed{seed}/aligned") for x in args)]
             cmd += [] if "--model" in args else ["--model", a.model]
             cmd += ["--data_dir", str(Path(a.data_root) / FOLDERS[data])] if data else []
             extra = a.sts_extra if data == "sts" else a.ppa_align_extra if "align" in args else \
-                a.ppa_extra if script == "ppa_moco_tlm.py" else a.extra
+                a.ppa_extra if script == "ppa_moco_tlm.py" else a.ear_extra if script == "ear_push_pull.py" else a.extra
             cmd += ["--seed", str(seed), "--out_dir", str(out), *shlex.split(extra)]
             todo.append((out, cmd))
     for i, (out, cmd) in enumerate(todo, 1):
