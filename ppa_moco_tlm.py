@@ -1,6 +1,6 @@
 """PPA: post-pretraining alignment with MoCo and TLM on parallel data, then zero-shot fine-tuning.
 
-Paper: Pan, Hang, Sil & Potdar (2021), "Multilingual BERT Post-Pretraining Alignment", NAACL 2021,
+Paper: Pan et al. (2021), "Multilingual BERT Post-Pretraining Alignment", NAACL 2021,
        sections 2.1-2.3 (Eq. 2-4) and 3.3. https://arxiv.org/abs/2010.12547
 Reference code: none published (../shared/METHODS.md section 3); the MoCo mechanics follow
        facebookresearch/moco, moco/builder.py (momentum update before the keys, FIFO queue).
