@@ -730,6 +730,8 @@ class Labels:
 def encode(tok, ex, labels, max_len, where=""):
     """Tokenize one example. Intent/slot: words are tokenized as pre-split words and only the first
     subword of each word carries its slot label (-100 elsewhere); `starts` lists those positions.
+    A word split into a lone '▁' piece and the rest (XLM-R does this to most Thai words: '▁',
+    'ตั้ง') is labelled on its second piece, since the lone '▁' is the same token for every word.
     Pair: `<s> a </s></s> b </s>`. Unknown labels (only possible in eval sets) get -1 / -100.
     Inputs longer than max_len are cut (counted in DATA_NOTES); words past the cut get no
     position, and evaluation predicts O for them."""
@@ -744,9 +746,13 @@ def encode(tok, ex, labels, max_len, where=""):
     if len(ids) > max_len:
         _count_cut(where)
         ids, wids = ids[:max_len - 1] + ids[-1:], wids[:max_len - 1] + wids[-1:]
+    bare = tok.convert_tokens_to_ids("▁")  # the lone word-boundary piece: no word content
+    bare = None if bare == tok.unk_token_id else bare
     slot_ids, starts, prev = [-100] * len(ids), [], None
     for pos, w in enumerate(wids):
         if w is not None and w != prev:
+            if ids[pos] == bare and pos + 1 < len(wids) and wids[pos + 1] == w:
+                pos += 1
             starts.append(pos)
             slot_ids[pos] = _index(labels.slots, labels.tag(ex.slots[w]), -100)
         prev = w

@@ -179,8 +179,10 @@ def test_encode_labels_first_subword_only(tmp_path):
     ex = common.Example("1", ["wake", "me", "up", "at", "six", "am"], "alarm_set", ["O", "O", "O", "O", "B-time", "I-time"])
     labels = common.Labels(["alarm_set"], ["O", "time"])
     it = common.encode(tok, ex, labels, 64)
-    wids = tok(ex.words, is_split_into_words=True).word_ids()
-    assert it["starts"] == [wids.index(w) for w in range(6)]
+    enc = tok(ex.words, is_split_into_words=True)
+    wids, bare = enc.word_ids(), tok.convert_tokens_to_ids("▁")
+    first = [wids.index(w) for w in range(6)]  # a lone '▁' first piece hands the label to the next
+    assert it["starts"] == [p + (enc["input_ids"][p] == bare and wids[p + 1] == wids[p]) for p in first]
     assert [it["slot_labels"][p] for p in it["starts"]] == [0, 0, 0, 0, 1, 1]
     assert sum(x != -100 for x in it["slot_labels"]) == 6  # later subwords and specials ignored
     cut = common.encode(tok, ex, labels, 6, "here")  # too long: cut, counted, ends with </s>
@@ -188,6 +190,24 @@ def test_encode_labels_first_subword_only(tmp_path):
     assert "here: 1 inputs longer than --max_len were cut" in common.notes()
     b = common.collate([it, cut], tok.pad_token_id)
     assert b["input_ids"].shape == (2, len(it["input_ids"])) and b["attention_mask"][1].sum() == 6
+
+
+def test_a_word_split_into_a_lone_boundary_piece_is_labelled_on_its_next_piece():
+    """XLM-R tokenizes most Thai words as '▁' + the word: the label goes on the word's piece."""
+    class Tok:  # ids: <s>=0 </s>=2 unk=3 '▁'=5; word 0 = ['▁', 'x'], word 1 = ['▁y'], word 2 = ['▁']
+        unk_token_id = 3
+
+        def convert_tokens_to_ids(self, t):
+            return 5 if t == "▁" else 3
+
+        def __call__(self, words, is_split_into_words):
+            enc = {"input_ids": [0, 5, 9, 8, 5, 2]}
+            enc_wids = [None, 0, 0, 1, 2, None]
+            return type("Enc", (dict,), {"word_ids": lambda self: enc_wids})(enc)
+    ex = common.Example("1", ["ab", "c", "d"], "i", ["B-t", "O", "B-t"])
+    it = common.encode(Tok(), ex, common.Labels(["i"], ["O", "t"]), 64)
+    assert it["starts"] == [2, 3, 4]  # word 0 on 'x', not on the lone '▁'; a word that is only '▁' keeps it
+    assert [it["slot_labels"][p] for p in it["starts"]] == [1, 0, 1] and it["slot_labels"][1] == -100
 
 
 def test_labels_from_train_io_and_unknown_eval_labels():
