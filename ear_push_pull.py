@@ -72,10 +72,12 @@ def parse_args(argv=None):
                    help="which output EPT mean-pools: the embedding layer (official code) or the last layer")
     g.add_argument("--cls", choices=["pooler", "first"], default="first",
                    help="what the classifier reads: the first token's last state (paper, Eq. 3) or the pooler output")
+    g.add_argument("--head_lr", type=float, default=None, help="peak lr of the classifier head (default: --lr, as the code)")
     args = p.parse_args(argv)
     for k, v in PAPER[args.data].items():
         if getattr(args, k) is None:
             setattr(args, k, v)
+    args.head_lr = args.head_lr or args.lr
     args.data_dir = args.data_dir or f"data/{args.data}"
     args.out_dir = args.out_dir or f"runs/{args.mode}/{args.data}-{args.lang}-{args.train_lang}-s{args.seed}"
     return args
@@ -215,7 +217,8 @@ def main(argv=None):
     emb_out = {}  # the embedding layer's output, for EPT
     if args.mode == "ear" and args.ep_layer == "embeddings":
         enc.embeddings.register_forward_hook(lambda m, i, o: emb_out.__setitem__("x", o))
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0, fused=device.type == "cuda")
+    opt = torch.optim.AdamW(model.param_groups(args.lr, args.head_lr), lr=args.lr, weight_decay=0.0,
+                            fused=device.type == "cuda")
     total = args.epochs * len(loader)
     total = min(total, args.max_steps) if args.max_steps else total
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.0, 1 - s / total))  # linear decay, no warm-up

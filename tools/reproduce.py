@@ -65,8 +65,11 @@ def grid(groups):
                 runs.append(("ppa", f"{data}-{name}", "ppa_moco_tlm.py",
                              ["--stage", "finetune", "--data", data, "--lang", "th,hi,de", *extra, *model]))
     if "ear" in groups:  # plain fine-tuning, RS-DA, EAR and its ablations (English-only resources)
-        modes = {"plain": ["--mode", "plain"], "rsda": ["--mode", "rsda"], "ear": ["--mode", "ear"],
+        # step-matched: RS-DA and EAR take the paper's one epoch over 3 augmented copies of each example,
+        # plain fine-tuning 3 epochs over the originals (as many optimizer steps, each example seen 3 times)
+        modes = {"plain": ["--mode", "plain", "--epochs", "3"], "rsda": ["--mode", "rsda"], "ear": ["--mode", "ear"],
                  "ear-no_ept": ["--mode", "ear", "--alpha", "0"], "ear-no_apt": ["--mode", "ear", "--beta", "0"]}
+        modes = {k: v + ([] if k == "plain" else ["--copies", "3", "--epochs", "1"]) for k, v in modes.items()}
         sets = {"pawsx": ["--lang", "de,es,fr,ja,ko,zh", "--dev_halves"], "xnli": ["--lang", "all", "--dev_halves"],
                 "massive": ["--lang", "th,hi,de"]}
         for data, flags in sets.items():
@@ -85,7 +88,7 @@ def main(argv=None):
                    help="flags added to every intent/slot command (default: what multilingual-e5-small needs)")
     p.add_argument("--sts_extra", default="", help="flags added to every sentence_mapping.py command (e.g. --limit_train)")
     p.add_argument("--ppa_extra", default="", help="flags added to every ppa_moco_tlm.py fine-tuning command (e.g. --limit_train)")
-    p.add_argument("--ear_extra", default="", help="flags added to every ear_push_pull.py command (e.g. --limit_train)")
+    p.add_argument("--ear_extra", default="", help="flags added to every ear_push_pull.py command (e.g. --limit_train; not --epochs or --copies, which keep the runs step-matched)")
     p.add_argument("--ppa_align_extra", default="", help="flags added to the ppa_moco_tlm.py alignment command (e.g. --max_steps)")
     p.add_argument("--data_root", default=str(ROOT.parent / "shared" / "data"), help="folder holding the datasets")
     p.add_argument("--out", default="runs/repro")
