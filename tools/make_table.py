@@ -31,16 +31,16 @@ GI22_MATIS = {
     "crossaligner zero-shot": "95.1/84.8 97.3/84.9 97.9/79.5 75.4/41.8 91.3/78.4 88.6/82.1 96.9/80.9 86.6/79.9",
     "crossaligner xa": "97.4/84.1 97.4/86.2 97.9/83.3 93.6/76.0 95.1/80.1 96.0/83.7 98.0/81.6 95.6/83.7",
     "crossaligner ca": "96.9/90.4 97.4/73.1 98.0/88.7 88.7/75.4 94.5/86.6 94.2/88.2 97.4/81.7 91.6/88.7",
-    "crossaligner ca+xa (sum)": "97.3/89.7 97.5/72.3 97.8/82.1 94.0/69.1 95.3/79.1 95.9/89.6 97.4/80.1 94.0/91.1",
-    "crossaligner ca+xa (cov)": "97.6/88.7 97.6/72.5 98.0/88.8 93.3/73.9 95.1/79.7 96.5/89.9 97.5/80.9 97.0/90.5",
+    "crossaligner xa+ca (sum)": "97.3/89.7 97.5/72.3 97.8/82.1 94.0/69.1 95.3/79.1 95.9/89.6 97.4/80.1 94.0/91.1",
+    "crossaligner xa+ca (cov)": "97.6/88.7 97.6/72.5 98.0/88.8 93.3/73.9 95.1/79.7 96.5/89.9 97.5/80.9 97.0/90.5",
 }
 MTOP5, MTOD2 = ("de", "es", "fr", "th", "hi"), ("es", "th")
 GI22_MTOP_MTOD = {
     "crossaligner zero-shot": "90.5/80.1 93.8/81.7 92.5/83.2 89.7/64.9 91.8/75.5 97.5/87.3 90.6/62.8",
     "crossaligner xa": "96.4/86.1 96.4/84.4 95.4/86.2 93.1/69.5 95.1/80.5 99.3/88.8 97.6/62.0",
     "crossaligner ca": "95.4/86.0 95.1/81.9 94.5/84.9 92.6/73.9 94.3/81.1 98.2/87.1 92.4/70.4",
-    "crossaligner ca+xa (sum)": "96.3/85.3 96.6/83.1 95.9/85.9 93.3/72.8 94.5/80.4 99.2/88.7 98.0/67.7",
-    "crossaligner ca+xa (cov)": "96.4/86.6 96.1/83.8 95.8/85.7 93.3/74.3 95.2/80.4 99.3/89.3 98.2/67.2",
+    "crossaligner xa+ca (sum)": "96.3/85.3 96.6/83.1 95.9/85.9 93.3/72.8 94.5/80.4 99.2/88.7 98.0/67.7",
+    "crossaligner xa+ca (cov)": "96.4/86.6 96.1/83.8 95.8/85.7 93.3/74.3 95.2/80.4 99.3/89.3 98.2/67.2",
 }
 
 
@@ -137,9 +137,9 @@ for _m, _cells in GI22_MTOP_MTOD.items():
 
 
 def method_name(res):
+    if res["method"] == "zeroshot" and "aux" in res:  # crossaligner.py with --aux and no names
+        return "crossaligner zero-shot"
     if res["method"] == "crossaligner":
-        if not res["aux"]:
-            return "crossaligner zero-shot"
         return "crossaligner " + "+".join(res["aux"]) + (f" ({res['weighting']})" if len(res["aux"]) > 1 else "")
     if res["method"] == "ear":  # ear_push_pull.py's ablations: --alpha 0 (no EPT), --beta 0 (no APT)
         a = res.get("args", {})
@@ -147,14 +147,21 @@ def method_name(res):
     return res["method"]
 
 
+# rows in this order where present (baseline first, then each method and its ablations); others follow
+ORDER = ["zeroshot", "crossaligner zero-shot", "target", "plain", "finetune", "xeroalign", "crossaligner xa",
+         "crossaligner ca", "crossaligner xa+ca (sum)", "crossaligner xa+ca (cov)", "rsda", "ear", "ear w/o EPT",
+         "ear w/o APT"]
+
+
 def load(folder, data):
-    """results.json files under `folder` for `data`, grouped by method name (insertion order)."""
+    """results.json files under `folder` for `data`, grouped by method name (ORDER, then path order)."""
     runs = {}
     for path in sorted(Path(folder).rglob("results.json")):
         res = json.loads(path.read_text())
         if res.get("data") == data and res.get("metrics"):  # (PPA's alignment stage has no metrics)
             runs.setdefault(method_name(res), []).append(res)
-    return runs
+    rank = {m: i for i, m in enumerate(ORDER)}
+    return dict(sorted(runs.items(), key=lambda kv: rank.get(kv[0], len(ORDER))))
 
 
 def derived(runs, section, split):
