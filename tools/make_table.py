@@ -24,7 +24,7 @@ XA21 = "Gritta & Iacobacci 2021"
 CH20 = "Choi et al. 2020"
 GI22 = "Gritta et al. 2022"
 DI22 = "Ding et al. 2022"
-XNLI15 = ("ar", "bg", "de", "el", "es", "fr", "hi", "ru", "sw", "th", "tr", "ur", "vi", "zh")  # non-English, paper order
+XNLI_TARGETS = ("ar", "bg", "de", "el", "es", "fr", "hi", "ru", "sw", "th", "tr", "ur", "vi", "zh")  # non-English, paper order
 # CrossAligner paper Tables 4 (MultiATIS++) and 5 (MTOP, MTOD): intent accuracy / slot F1 per row
 MATIS8 = ("de", "es", "fr", "tr", "hi", "zh", "pt", "ja")
 GI22_MATIS = {
@@ -57,11 +57,11 @@ PAPER = {
         "ppa-no_tlm": ("Pan et al. 2021, Table 5 (250k, -TLM)", dict(de=71.4, hi=64.0)),
         # EAR Table 1 (XLM-R base; plain and RS-DA are the authors' reimplementations) and Table 3
         # (ablations, mBERT base; only en..hi of that table are legible in the shipped text)
-        "plain": (f"{DI22}, Table 1 (XLM-R base)", dict(zip(XNLI15, (72.6, 78.9, 77.0, 76.5, 78.6, 78.2, 70.3, 76.4, 65.0, 72.4, 73.4, 67.6, 75.5, 75.0)))),
-        "rsda": (f"{DI22}, Table 1 (XLM-R base)", dict(zip(XNLI15, (73.2, 78.2, 77.1, 76.9, 79.2, 79.0, 72.3, 76.9, 66.5, 73.2, 73.1, 68.2, 76.4, 75.1)))),
-        "ear": (f"{DI22}, Table 1 (XLM-R base)", dict(zip(XNLI15, (74.5, 78.8, 77.5, 77.0, 79.4, 79.5, 72.6, 76.8, 66.7, 73.9, 74.7, 68.7, 76.4, 75.8)))),
-        "ear w/o EPT": (f"{DI22}, Table 3 (mBERT base)", dict(zip(XNLI15, (67.0, 71.2, 72.7, 67.6, 75.5, 75.1, 63.4)))),
-        "ear w/o APT": (f"{DI22}, Table 3 (mBERT base)", dict(zip(XNLI15, (66.5, 70.8, 72.8, 68.5, 76.0, 75.1, 63.4)))),
+        "plain": (f"{DI22}, Table 1 (XLM-R base)", dict(zip(XNLI_TARGETS, (72.6, 78.9, 77.0, 76.5, 78.6, 78.2, 70.3, 76.4, 65.0, 72.4, 73.4, 67.6, 75.5, 75.0)))),
+        "rsda": (f"{DI22}, Table 1 (XLM-R base)", dict(zip(XNLI_TARGETS, (73.2, 78.2, 77.1, 76.9, 79.2, 79.0, 72.3, 76.9, 66.5, 73.2, 73.1, 68.2, 76.4, 75.1)))),
+        "ear": (f"{DI22}, Table 1 (XLM-R base)", dict(zip(XNLI_TARGETS, (74.5, 78.8, 77.5, 77.0, 79.4, 79.5, 72.6, 76.8, 66.7, 73.9, 74.7, 68.7, 76.4, 75.8)))),
+        "ear w/o EPT": (f"{DI22}, Table 3 (mBERT base)", dict(zip(XNLI_TARGETS, (67.0, 71.2, 72.7, 67.6, 75.5, 75.1, 63.4)))),
+        "ear w/o APT": (f"{DI22}, Table 3 (mBERT base)", dict(zip(XNLI_TARGETS, (66.5, 70.8, 72.8, 68.5, 76.0, 75.1, 63.4)))),
     },
     # EAR Table 2 (PAWS-X, XLM-R base; plain and RS-DA are the authors' reimplementations)
     ("pawsx", "accuracy"): {

@@ -67,9 +67,10 @@ def grid(groups):
     if "ear" in groups:  # plain fine-tuning, RS-DA, EAR and its ablations (English-only resources)
         # step-matched: RS-DA and EAR take the paper's one epoch over 3 augmented copies of each example,
         # plain fine-tuning 3 epochs over the originals (as many optimizer steps, each example seen 3 times)
-        modes = {"plain": ["--mode", "plain", "--epochs", "3"], "rsda": ["--mode", "rsda"], "ear": ["--mode", "ear"],
-                 "ear-no_ept": ["--mode", "ear", "--alpha", "0"], "ear-no_apt": ["--mode", "ear", "--beta", "0"]}
-        modes = {k: v + ([] if k == "plain" else ["--copies", "3", "--epochs", "1"]) for k, v in modes.items()}
+        aug = ["--copies", "3", "--epochs", "1"]
+        modes = {"plain": ["--mode", "plain", "--epochs", "3"], "rsda": ["--mode", "rsda", *aug],
+                 "ear": ["--mode", "ear", *aug], "ear-no_ept": ["--mode", "ear", "--alpha", "0", *aug],
+                 "ear-no_apt": ["--mode", "ear", "--beta", "0", *aug]}
         sets = {"pawsx": ["--lang", "de,es,fr,ja,ko,zh", "--dev_halves"], "xnli": ["--lang", "all", "--dev_halves"],
                 "massive": ["--lang", "th,hi,de"]}
         for data, flags in sets.items():
