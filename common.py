@@ -1186,7 +1186,6 @@ class EpochSelector:
         self.args, self.evals, self.labels, self.pad_id, self.device, self.autocast = \
             args, evals, labels, pad_id, device, autocast
         self.key, self.history, self.best, self.best_score = key, [], None, -1.0
-        self.last_dev = None  # dev scores of the model as it stands after the latest epoch_end
         self.watch = ["en"] if args.select_on == "en" else [x for x in langs if x != "en"] or ["en"]
 
     def evaluate(self, model, splits=("dev",)):
@@ -1199,26 +1198,24 @@ class EpochSelector:
         log(f"epoch {epoch} dev | " + " | ".join(
             f"{lang} " + " ".join(f"{k} {v:.1f}" for k, v in m["dev"].items() if k != "n") for lang, m in dev.items()))
         score = sum(dev[x]["dev"][self.key] for x in self.watch) / len(self.watch)
-        self.last_dev = dev
         if self.args.select_on != "last" and score > self.best_score:
             self.best_score = score
-            self.best = (epoch, {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()},
-                         dev)
+            self.best = (epoch, {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()})
 
     def finish(self, model, method, last_epoch, **extra):
         """Restore the selected epoch, evaluate test everywhere, write results.json. The selected
-        epoch's dev scores are reused (evaluation is deterministic: the same weights in eval mode);
-        call right after the last epoch_end, or dev is evaluated again."""
-        dev = self.last_dev
+        epoch's dev scores are taken from the history (evaluation is deterministic: the same weights
+        in eval mode); call right after the last epoch_end, or dev is evaluated again."""
         if self.best is not None:
             log(f"restoring epoch {self.best[0]} (best {self.args.select_on} dev {self.key} {self.best_score:.2f})")
             model.load_state_dict(self.best[1])
-            dev = self.best[2]
-        if dev is None:
+        picked = self.best[0] if self.best else self.history[-1]["epoch"] if self.history else None
+        if picked is None:
             final = self.evaluate(model, ("dev", "test"))
         else:
+            dev = next(h["dev"] for h in self.history if h["epoch"] == picked)
             test = self.evaluate(model, ("test",))
-            final = {lang: {"dev": dev[lang]["dev"], "test": test[lang]["test"]} for lang in test}
+            final = {lang: {"dev": dev[lang], "test": test[lang]["test"]} for lang in test}
         for lang, m in final.items():
             log(f"final {lang:>5} | " + " | ".join(
                 f"{s} " + " ".join(f"{k} {v:.2f}" for k, v in r.items() if k != "n") for s, r in m.items()))
