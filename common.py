@@ -1205,7 +1205,8 @@ class EpochSelector:
     def finish(self, model, method, last_epoch, **extra):
         """Restore the selected epoch, evaluate test everywhere, write results.json. The selected
         epoch's dev scores are taken from the history (evaluation is deterministic: the same weights
-        in eval mode); call right after the last epoch_end, or dev is evaluated again."""
+        in eval mode), so call it right after the last epoch_end; with no epoch_end at all, dev is
+        evaluated here."""
         if self.best is not None:
             log(f"restoring epoch {self.best[0]} (best {self.args.select_on} dev {self.key} {self.best_score:.2f})")
             model.load_state_dict(self.best[1])
