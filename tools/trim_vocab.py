@@ -8,6 +8,7 @@ faster. This is a benchmark/reproduction helper; the method files are untouched.
     python tools/trim_vocab.py --model ~/.cache/xalign/multilingual-e5-small \
         --out ~/.cache/xalign/e5-small-trim-massive-matis \
         --data massive:/work/shared/data/massive:en,th,hi --data matis:/work/shared/data/multiatis:en,hi,tr
+        # plain-text corpora (e.g. the sides of a line-aligned parallel corpus): --data text:a.en,a.de
 
 What it does:
   1. Collects every text the runs tokenize, with the repo's own loaders (common.load_split for
@@ -54,6 +55,12 @@ def collect(specs):
     segment); splits a folder does not have (XTREME's PAWS-X/XNLI: dev only) are skipped."""
     words, sentences = [], []
     for spec in specs:
+        if spec.startswith("text:"):  # plain text, one sentence per line (parallel corpora for ppa_moco_tlm.py)
+            for path in spec[5:].split(","):
+                lines = [x.rstrip("\n") for x in open(path, encoding="utf-8")]
+                sentences += [x for x in lines if x.strip()]
+                print(f"  text {path}: {len(lines)} lines")
+            continue
         name, data_dir, langs = spec.split(":")
         langs = langs.split(",")
         if name == "sts":  # sentence_mapping.py: STS-B (en), KorSTS (ko), stsb-multi-mt (others)
@@ -100,7 +107,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", required=True, help="folder of the original encoder (HF layout)")
     p.add_argument("--out", required=True, help="folder for the trimmed encoder")
-    p.add_argument("--data", action="append", required=True, help="name:data_dir:lang,lang,... (repeatable)")
+    p.add_argument("--data", action="append", required=True, help="name:data_dir:lang,lang,... or text:FILE[,FILE...] "
+                   "(one sentence per line, e.g. both sides of a line-aligned corpus); repeatable")
     a = p.parse_args(argv)
     from transformers import AutoModel, AutoTokenizer
     src, out = Path(a.model).expanduser(), Path(a.out).expanduser()
