@@ -85,6 +85,8 @@ def parse_args(argv=None):
     g.add_argument("--code_switch", action="store_true", help="finetune: add (a_x, b_en) and (a_en, b_x) per translated pair")
     g.add_argument("--warmup_steps", type=int, default=1000, help="finetune: linear warm-up steps (at most 10%% of the run)")
     g.add_argument("--cls", choices=["pooler", "first"], default="first", help="finetune: sentence vector (paper: [CLS] state)")
+    g.add_argument("--head_lr", type=float, default=None, help="finetune: peak lr of the new task head (default: --lr, "
+                   "as the paper; a small CPU run of an encoder without a trained pooler needs more, e.g. 1e-3)")
     args = p.parse_args(argv)
     default = ALIGN if args.stage == "align" else QA if args.data == "mlqa" else FINETUNE
     if args.model == "tiny":
@@ -142,10 +144,21 @@ def tlm_mask(input_ids, special_mask, mask_id, vocab_size, prob=0.15, generator=
 
 
 def tlm_loss(logits, labels):
-    """Cross-entropy over the selected positions only (L_TLM of Eq. 4): logits (B, T, V), labels (B, T)."""
+    """Cross-entropy over the selected positions only (L_TLM of Eq. 4): logits (..., V) and labels
+    (...) of the same leading shape, e.g. (B, T, V) / (B, T), or (N, V) / (N,) for N gathered positions."""
     if not (labels != -100).any():  # nothing selected in this batch
         return logits.sum() * 0.0
-    return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten().to(logits.device), ignore_index=-100)
+    return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), labels.reshape(-1).to(logits.device),
+                           ignore_index=-100)
+
+
+def mlm_head(mlm):
+    """The prediction head of a Hugging Face *ForMaskedLM model (BERT: .cls, RoBERTa/XLM-R: .lm_head),
+    so that it can be applied to the selected positions only."""
+    for name in ("lm_head", "cls"):
+        if isinstance(getattr(mlm, name, None), nn.Module):
+            return getattr(mlm, name)
+    raise SystemExit(f"error: {type(mlm).__name__} has neither .lm_head nor .cls; ppa_moco_tlm.py does not know its MLM head")
 
 
 class MomentumKeys:
@@ -194,12 +207,14 @@ def schedule(opt, total, warmup):
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: s / warm if s < warm else max(0.0, (total - s) / max(1, total - warm)))
 
 
-def adamw(model, lr, device):
-    """AdamW with weight decay 0.01 on weight matrices, none on biases and LayerNorm (section 3.3)."""
-    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
-    return torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
-                             lr=lr, fused=device.type == "cuda")
+def adamw(model, lr, device, head_lr=None):
+    """AdamW with weight decay 0.01 on weight matrices, none on biases and LayerNorm (section 3.3);
+    with head_lr, the task model's new heads (every parameter outside model.encoder) learn at that rate."""
+    head = {id(p) for n, p in model.named_parameters() if not n.startswith("encoder.")} if head_lr else set()
+    groups = [{"params": [p for p in model.parameters() if (p.ndim > 1, id(p) in head) == key],
+               "weight_decay": 0.01 if key[0] else 0.0, "lr": head_lr if key[1] else lr}
+              for key in ((True, False), (False, False), (True, True), (False, True))]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, fused=device.type == "cuda")
 
 
 def read_parallel_specs(specs):
@@ -232,6 +247,7 @@ def align(args, device, autocast):
     del enc0
     mlm, info = AutoModelForMaskedLM.from_pretrained(path, output_loading_info=True)  # query encoder + MLM head
     mlm, encoder = mlm.to(device), mlm.base_model
+    head = mlm_head(mlm)
     common.log(f"parallel pairs: {counts} | MLM head: " + (f"new, {len(info['missing_keys'])} tensors initialised "
                "(the checkpoint has none)" if info["missing_keys"] else "from the checkpoint"))
 
@@ -266,9 +282,11 @@ def align(args, device, autocast):
         ids = enc["input_ids"]
         inputs, labels = tlm_mask(ids, torch.isin(ids, torch.tensor(sorted(special))), tok.mask_token_id, len(tok),
                                   args.mask_prob, gen)
-        with autocast:
-            logits = mlm(input_ids=inputs.to(device), attention_mask=enc["attention_mask"].to(device)).logits
-        return tlm_loss(logits, labels)
+        sel = labels != -100  # the head only on the ~15% selected positions: the vocabulary projection
+        with autocast:        # over every position would cost more than the encoder itself
+            h = encoder(input_ids=inputs.to(device), attention_mask=enc["attention_mask"].to(device)).last_hidden_state
+            logits = head(h[sel.to(device)])
+        return tlm_loss(logits, labels[sel])
 
     for epoch in range(1, args.epochs + 1):
         rng.shuffle(kept)
@@ -394,7 +412,7 @@ def finetune(args, device, autocast):
     common.log(f"train {len(groups)} {args.train_lang} examples, {n_items} items with translations/code-switching "
                f"| {len(labels.intents)} classes")
     model = common.TaskModel(enc, len(labels.intents), 0, args.cls).to(device)
-    opt = adamw(model, args.lr, device)
+    opt = adamw(model, args.lr, device, args.head_lr)
     rng = random.Random(args.seed)
     total = args.epochs * math.ceil(n_items / args.batch_size)
     total = min(total, args.max_steps) if args.max_steps else total
@@ -448,7 +466,7 @@ def finetune_qa(args, device, autocast):
     eval_feats = {x: {s: (exs, common.qa_features(tok, exs, args.max_len)) for s, exs in d.items()} for x, d in evals.items()}
     common.log(f"train {len(train)} questions, {len(feats)} windows")
     model = common.QAModel(enc).to(device)
-    opt = adamw(model, args.lr, device)
+    opt = adamw(model, args.lr, device, args.head_lr)
     total = args.epochs * math.ceil(len(feats) / args.batch_size)
     total = min(total, args.max_steps) if args.max_steps else total
     sched = schedule(opt, total, args.warmup_steps)

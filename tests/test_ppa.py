@@ -71,6 +71,23 @@ def test_tlm_loss_counts_selected_positions_only():
     assert ppa.tlm_loss(logits, torch.full((1, 3), -100)).item() == 0.0
 
 
+@pytest.mark.parametrize("arch", ["xlm-roberta", "bert"])
+def test_mlm_head_on_selected_positions_equals_the_full_forward(arch):
+    """The align stage applies the MLM head to the selected positions only; the loss (and its
+    gradient) must be what the model's own full forward gives."""
+    from transformers import AutoConfig, AutoModelForMaskedLM
+    cfg = AutoConfig.for_model(arch, vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                               intermediate_size=32, max_position_embeddings=40)
+    torch.manual_seed(0)
+    mlm = AutoModelForMaskedLM.from_config(cfg).eval()
+    ids = torch.randint(5, 50, (3, 9))
+    inputs, labels = ppa.tlm_mask(ids, torch.zeros_like(ids, dtype=torch.bool), 4, 50, 0.3, torch.Generator().manual_seed(0))
+    full = ppa.tlm_loss(mlm(input_ids=inputs).logits, labels)
+    sel = labels != -100
+    part = ppa.tlm_loss(ppa.mlm_head(mlm)(mlm.base_model(input_ids=inputs).last_hidden_state[sel]), labels[sel])
+    assert sel.any() and part.item() == pytest.approx(full.item(), rel=1e-6)
+
+
 # ---------------------------------------------------------------------------- QA (common.py)
 
 
@@ -149,6 +166,18 @@ def test_align_then_finetune_the_saved_encoder(tmp_path):
     assert final["en"]["test"]["accuracy"] > 20.0  # 10 intents: chance is 10%
     res = json.loads((tmp_path / "ft" / "results.json").read_text())
     assert res["method"] == "ppa" and "de" in res["metrics"]  # named after the alignment it fine-tunes
+
+
+def test_adamw_groups_decay_and_head_lr():
+    model = nn.Module()
+    model.encoder, model.head = nn.Linear(3, 3), nn.Linear(3, 2)
+    got = {(g["lr"], g["weight_decay"]): {id(p) for p in g["params"]} for g in ppa.adamw(model, 1e-5, torch.device("cpu")).param_groups}
+    assert got == {(1e-5, 0.01): {id(model.encoder.weight), id(model.head.weight)},
+                   (1e-5, 0.0): {id(model.encoder.bias), id(model.head.bias)}}  # the paper: one lr, no decay on biases
+    got = {(g["lr"], g["weight_decay"]): {id(p) for p in g["params"]}
+           for g in ppa.adamw(model, 1e-5, torch.device("cpu"), head_lr=1e-3).param_groups}
+    assert got == {(1e-5, 0.01): {id(model.encoder.weight)}, (1e-5, 0.0): {id(model.encoder.bias)},
+                   (1e-3, 0.01): {id(model.head.weight)}, (1e-3, 0.0): {id(model.head.bias)}}
 
 
 def test_ablation_flags_and_clear_errors(tmp_path):

@@ -22,6 +22,8 @@ FOLDERS = {"mtod": "mtod", "matis": "multiatis", "massive": "massive", "sts": "s
            "pawsx": "pawsx"}  # under --data_root
 LANGS = {"mtod": ["es", "th"], "matis": ["de", "es", "fr", "hi", "ja", "pt", "tr", "zh"],
          "massive": ["de", "es", "fr", "hi", "th"]}
+TATOEBA = ["ara", "bul", "cmn", "deu", "ell", "fra", "hin", "jpn", "kor", "por", "rus", "spa", "swh", "tha", "tur", "urd",
+           "vie"]  # the 17 languages of ../shared/data/parallel/tatoeba
 
 
 def grid(groups):
@@ -55,15 +57,17 @@ def grid(groups):
     if "mapping" in groups:  # sentence_mapping.py: pretrained embeddings, bi-encoder, cross-encoder
         for arch in ("none", "bi", "cross"):
             runs.append(("mapping", f"sts-{arch}", "sentence_mapping.py", ["--data", "sts", "--lang", "ko,de,es", "--arch", arch]))
-    if "ppa" in groups:  # align on MASSIVE's parallel train split, then fine-tune with and without it
+    if "ppa" in groups:  # align on every parallel corpus we have (no test set), fine-tune with and without it
+        tatoeba = [f"{{parallel}}/tatoeba/tatoeba.{x}-eng.eng,{{parallel}}/tatoeba/tatoeba.{x}-eng.{x}" for x in TATOEBA]
+        parallel = ["massive:{massive}:th,hi,de,es,fr", "mtod:{mtod}:es,th", "matis:{matis}:" + ",".join(LANGS["matis"]),
+                    "{parallel}/multi30k/train.en,{parallel}/multi30k/train.de", *tatoeba]  # train splits only
         for variant, flags in (("", []), ("-no_tlm", ["--no_tlm"])):  # Table 5: without TLM
             runs.append(("ppa", f"align{variant}", "ppa_moco_tlm.py",
-                         ["--stage", "align", "--parallel", "massive:{massive}:th,hi,de", "--min_len", "3", *flags]))
-        for data, extra in (("massive", []), ("xnli", ["--dev_halves"])):
+                         ["--stage", "align", "--parallel", *parallel, "--min_len", "3", *flags]))
+        for data, extra in (("massive", ["--lang", "th,hi,de"]), ("xnli", ["--lang", "all", "--dev_halves"])):
             for name, model in (("base", []), ("aligned", ["--model", "{align}/aligned"]),
                                 ("aligned-no_tlm", ["--model", "{align}-no_tlm/aligned"])):
-                runs.append(("ppa", f"{data}-{name}", "ppa_moco_tlm.py",
-                             ["--stage", "finetune", "--data", data, "--lang", "th,hi,de", *extra, *model]))
+                runs.append(("ppa", f"{data}-{name}", "ppa_moco_tlm.py", ["--stage", "finetune", "--data", data, *extra, *model]))
     if "ear" in groups:  # plain fine-tuning, RS-DA, EAR and its ablations (English-only resources)
         # step-matched: RS-DA and EAR take the paper's one epoch over 3 augmented copies of each example,
         # plain fine-tuning 3 epochs over the originals (as many optimizer steps, each example seen 3 times)
@@ -110,7 +114,8 @@ def main(argv=None):
         data = args[args.index("--data") + 1] if "--data" in args else None
         for seed in a.seeds:
             out = Path(a.out) / group / name / f"seed{seed}"
-            fill = {"massive": Path(a.data_root) / "massive", "align": Path(a.out) / "ppa" / "align",
+            fill = {**{k: Path(a.data_root) / v for k, v in FOLDERS.items()}, "parallel": Path(a.data_root) / "parallel",
+                    "align": Path(a.out) / "ppa" / "align",
                     "synonyms": Path(a.data_root) / "synonyms" / "counterfitted_neighbors.json"}
             cmd = [sys.executable, script, *(x.format(**fill).replace("/aligned", f"/seed{seed}/aligned") for x in args)]
             cmd += [] if "--model" in args else ["--model", a.model]
