@@ -1,7 +1,9 @@
 """ppa_moco_tlm.py: MoCo loss, momentum keys and queue, TLM masking, the QA pieces in common.py, and
-both stages end to end with --model tiny (align, then fine-tune the saved encoder)."""
+both stages end to end with --model tiny (align, then fine-tune the saved encoder), and the
+retrieval probe of tools/align_probe.py."""
 import json
 import math
+import sys
 
 import pytest
 import torch
@@ -223,3 +225,17 @@ def test_qa_end_to_end(tmp_path):
     assert set(metrics) == {"en", "de"} and {"f1", "exact_match", "n"} <= set(metrics["de"]["test"])
     assert json.loads((tmp_path / "out" / "results.json").read_text())["method"] == "finetune_qa"  # tiny: not aligned
     assert metrics["en"]["test"]["f1"] > 0.0  # it learnt to point at answer words of the training questions
+
+
+def test_align_probe_retrieval_and_premise_rows(tmp_path):
+    sys.path.insert(0, str(ROOT / "tools"))
+    import align_probe
+    a = torch.eye(3)
+    b = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, 1.0, 0.1]])  # rows 1 and 2 point at each other's
+    assert align_probe.r_at_1(a, b) == pytest.approx(100 / 3)  # 1 of 3 right in each direction
+    en = ["p1\th1\tneutral", "p1\th2\tentailment", "p2\th3\tneutral", "p2\th4\tcontradiction", "p3\th5\tneutral",
+          "p3\th6\tneutral", "p4\th7\tneutral", "p4\th8\tneutral"]
+    write(tmp_path / "dev-en.tsv", "\n".join(en) + "\n")
+    write(tmp_path / "dev-de.tsv", "\n".join(x.replace("p", "q") for x in en) + "\n")
+    got = align_probe.premises(tmp_path, ["de"], 5)  # the second half (rows 4-7), each premise once
+    assert got == {"en": ["p3", "p4"], "de": ["q3", "q4"]}
