@@ -34,3 +34,12 @@ def test_ppa_fine_tuning_reads_the_aligned_encoder_of_its_seed(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert "--out_dir o/ppa/align/seed2" in lines[0]
     assert sum("--model o/ppa/align/seed2/aligned" in x for x in lines) == 2  # massive and xnli, aligned
+
+
+def test_align_seed_fine_tunes_one_alignment_with_other_seeds(capsys):
+    reproduce.main(["--dry_run", "--groups", "ppa", "--seeds", "2", "--align_seed", "1", "--names", "massive-base", "massive-aligned"])
+    base, aligned = (shlex.split(x) for x in capsys.readouterr().out.splitlines())
+    arg = lambda words, flag: words[words.index(flag) + 1]  # noqa: E731
+    assert arg(base, "--seed") == "2" and arg(base, "--out_dir").endswith("massive-base/seed2")  # nothing aligned to pick
+    assert arg(aligned, "--seed") == "2" and arg(aligned, "--model").endswith("ppa/align/seed1/aligned")
+    assert arg(aligned, "--out_dir").endswith("massive-aligned/seed2-align1")

@@ -95,6 +95,8 @@ def main(argv=None):
     p.add_argument("--ppa_extra", default="", help="flags added to every ppa_moco_tlm.py fine-tuning command (e.g. --limit_train)")
     p.add_argument("--ear_extra", default="", help="flags added to every ear_push_pull.py command (e.g. --limit_train; not --epochs or --copies, which keep the runs step-matched)")
     p.add_argument("--ppa_align_extra", default="", help="flags added to the ppa_moco_tlm.py alignment command (e.g. --max_steps)")
+    p.add_argument("--align_seed", type=int, default=None, help="ppa: fine-tune on the alignment of this seed "
+                   "instead of each run's own (more fine-tuning seeds for one alignment run; out dirs seed<N>-align<M>)")
     p.add_argument("--data_root", default=str(ROOT.parent / "shared" / "data"), help="folder holding the datasets")
     p.add_argument("--out", default="runs/repro")
     p.add_argument("--only", default="", help="run only names containing this text, e.g. massive-th")
@@ -113,11 +115,12 @@ def main(argv=None):
             continue
         data = args[args.index("--data") + 1] if "--data" in args else None
         for seed in a.seeds:
-            out = Path(a.out) / group / name / f"seed{seed}"
+            aligned = "{align}" in " ".join(args) and a.align_seed is not None  # a fine-tuning run of an alignment
+            out = Path(a.out) / group / name / (f"seed{seed}-align{a.align_seed}" if aligned else f"seed{seed}")
             fill = {**{k: Path(a.data_root) / v for k, v in FOLDERS.items()}, "parallel": Path(a.data_root) / "parallel",
                     "align": Path(a.out) / "ppa" / "align",
                     "synonyms": Path(a.data_root) / "synonyms" / "counterfitted_neighbors.json"}
-            cmd = [sys.executable, script, *(x.format(**fill).replace("/aligned", f"/seed{seed}/aligned") for x in args)]
+            cmd = [sys.executable, script, *(x.format(**fill).replace("/aligned", f"/seed{a.align_seed if aligned else seed}/aligned") for x in args)]
             cmd += [] if "--model" in args else ["--model", a.model]
             cmd += ["--data_dir", str(Path(a.data_root) / FOLDERS[data])] if data else []
             extra = a.sts_extra if data == "sts" else a.ppa_align_extra if "align" in args else \
