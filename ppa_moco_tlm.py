@@ -23,7 +23,7 @@ queue of 32,000 earlier keys at temperature 0.05 (Eq. 3); plus TLM on the pair c
 same order (`<s> q </s></s> k </s>` for XLM-R, `[CLS] q [SEP] k [SEP]` for BERT: no position reset,
 no language embeddings), 15% of subwords masked 80/10/10, through the query encoder's MLM head
 (applied to the selected positions only: the loss is the same, and on a 2-core CPU the align
-step is 2.5x faster, since the vocabulary projection at every position outweighs the encoder).
+step is about 2x faster: the vocabulary projection at every position costs as much as the encoder).
 L = L_MoCo + L_TLM (Eq. 4); --no_tlm and --mlm_instead_of_tlm are Table 5's ablations. AdamW (wd
 0.01), lr 3e-5, 10% warm-up then linear decay, batch 128, max length 128, 10 epochs. The paper's
 length filter (either side under 10 subwords, or the pair over 128) is --min_len / --max_len.
