@@ -213,11 +213,11 @@ def schedule(opt, total, warmup):
 def adamw(model, lr, device, head_lr=None):
     """AdamW with weight decay 0.01 on weight matrices, none on biases and LayerNorm (section 3.3);
     with head_lr, the task model's new heads (every parameter outside model.encoder) learn at that rate."""
-    head = {id(p) for n, p in model.named_parameters() if not n.startswith("encoder.")} if head_lr else set()
-    groups = [{"params": [p for p in model.parameters() if (p.ndim > 1, id(p) in head) == key],
-               "weight_decay": 0.01 if key[0] else 0.0, "lr": head_lr if key[1] else lr}
-              for key in ((True, False), (False, False), (True, True), (False, True))]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, fused=device.type == "cuda")
+    groups = {}  # (decay?, head?) -> parameters
+    for n, p in model.named_parameters():
+        groups.setdefault((p.ndim > 1, bool(head_lr) and not n.startswith("encoder.")), []).append(p)
+    return torch.optim.AdamW([{"params": ps, "weight_decay": 0.01 if decay else 0.0, "lr": head_lr if head else lr}
+                              for (decay, head), ps in groups.items()], lr=lr, fused=device.type == "cuda")
 
 
 def read_parallel_specs(specs):

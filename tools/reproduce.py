@@ -110,16 +110,15 @@ def main(argv=None):
         if unknown:
             raise SystemExit(f"error: --names {sorted(unknown)} not in the grid of --groups {a.groups}")
         runs = sorted((r for r in runs if r[1] in a.names), key=lambda r: a.names.index(r[1]))
+    fill = {**{k: Path(a.data_root) / v for k, v in FOLDERS.items()}, "parallel": Path(a.data_root) / "parallel",
+            "align": Path(a.out) / "ppa" / "align", "synonyms": Path(a.data_root) / "synonyms" / "counterfitted_neighbors.json"}
     for group, name, script, args in runs:
         if a.only not in name:
             continue
         data = args[args.index("--data") + 1] if "--data" in args else None
+        aligned = "{align}" in " ".join(args) and a.align_seed is not None  # a fine-tuning run of an alignment
         for seed in a.seeds:
-            aligned = "{align}" in " ".join(args) and a.align_seed is not None  # a fine-tuning run of an alignment
             out = Path(a.out) / group / name / (f"seed{seed}-align{a.align_seed}" if aligned else f"seed{seed}")
-            fill = {**{k: Path(a.data_root) / v for k, v in FOLDERS.items()}, "parallel": Path(a.data_root) / "parallel",
-                    "align": Path(a.out) / "ppa" / "align",
-                    "synonyms": Path(a.data_root) / "synonyms" / "counterfitted_neighbors.json"}
             cmd = [sys.executable, script, *(x.format(**fill).replace("/aligned", f"/seed{a.align_seed if aligned else seed}/aligned") for x in args)]
             cmd += [] if "--model" in args else ["--model", a.model]
             cmd += ["--data_dir", str(Path(a.data_root) / FOLDERS[data])] if data else []
