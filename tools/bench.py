@@ -15,6 +15,8 @@ Steps: task only (zero-shot), task + XeroAlign, task + CrossAligner + XeroAlign 
 Each style is timed in --rounds alternating rounds and the median round is printed. Printed: English examples/s, real (non-pad) tokens/s, peak memory, ours/official ratios; on CUDA
 also the model FLOP utilisation on non-embedding FLOPs (6 N_nonemb + 12 L T d per processed token,
 padding included) against --peak_tflops, and the time a 10-epoch MTOP-sized run would take.
+--profile K then profiles K steps of each style with torch.profiler and prints the operators that
+take the most time (self time; CUDA time on a GPU): where the time goes, before optimising.
 Figures only: this is not a test.
 """
 import argparse
@@ -119,6 +121,18 @@ def run(style, method, model, ca_head, data, device, args, tok):
     return {"ex_s": args.steps * args.batch_size / dt, "tok_s": real / dt, "processed_tok_s": processed / dt, "mem_mb": mem}
 
 
+def profile(style, method, model, ca_head, data, device, args, tok):
+    """Print the operators taking the most self time over args.profile steps of `style`."""
+    from torch.profiler import ProfilerActivity, profile as torch_profile
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    sub = argparse.Namespace(**{**vars(args), "warmup": 0, "steps": args.profile})  # warm already: after the rounds
+    with torch_profile(activities=acts) as prof:
+        run(style, method, model, ca_head, data[:args.profile], device, sub, tok)
+    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    print(f"\nprofile: {method}, {style} style, {args.profile} steps, top operators by {key}")
+    print(prof.key_averages().table(sort_by=key, row_limit=args.profile_rows))
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
     p.add_argument("--model", default="tiny", help="tiny, a local folder or a hub name")
@@ -135,6 +149,8 @@ def main(argv=None):
     p.add_argument("--methods", nargs="+", default=["task", "xa", "ca+xa"])
     p.add_argument("--device", default="auto")
     p.add_argument("--peak_tflops", type=float, default=989.0, help="dense bf16 peak of the GPU (H100 SXM: 989)")
+    p.add_argument("--profile", type=int, default=0, metavar="K", help="also profile K steps of each style (torch.profiler)")
+    p.add_argument("--profile_rows", type=int, default=15, help="operators printed per profile")
     p.add_argument("--tmp", default="runs/bench")
     args = p.parse_args(argv)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
@@ -172,6 +188,9 @@ def main(argv=None):
               f" {res['ours']['tok_s'] / res['official']['tok_s']:10.2f}x"
               f"  | 10 epochs of MTOP-sized data (15.7k English + translations): "
               f"official {10 * 15667 / res['official']['ex_s'] / 3600:.2f} h, ours {10 * 15667 / res['ours']['ex_s'] / 3600:.2f} h")
+    if args.profile:
+        for style in ("official", "ours"):
+            profile(style, args.methods[-1], model, ca_head, data, device, args, tok)
 
 
 if __name__ == "__main__":
