@@ -199,7 +199,7 @@ def main(argv=None):
     S = len(labels.slots)
     model = common.TaskModel(enc, len(labels.intents), S, args.cls).to(device)
     model.ca_head = nn.Linear(args.max_len * S, S).to(device)  # [seq_len x n_slots, n_slots], section 3.1
-    opt = torch.optim.Adam(model.param_groups(args.lr, args.head_lr), lr=args.lr, fused=device.type == "cuda")
+    opt = torch.optim.Adam(model.param_groups(args.lr, args.head_lr), lr=args.lr, fused=device.type in ("cpu", "cuda"))
     total = args.epochs * len(loader)
     total = min(total, args.max_steps) if args.max_steps else total
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[args.lr, args.head_lr], total_steps=total)

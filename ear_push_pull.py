@@ -218,7 +218,7 @@ def main(argv=None):
     if args.mode == "ear" and args.ep_layer == "embeddings":
         enc.embeddings.register_forward_hook(lambda m, i, o: emb_out.__setitem__("x", o))
     opt = torch.optim.AdamW(model.param_groups(args.lr, args.head_lr), lr=args.lr, weight_decay=0.0,
-                            fused=device.type == "cuda")
+                            fused=device.type in ("cpu", "cuda"))
     total = args.epochs * len(loader)
     total = min(total, args.max_steps) if args.max_steps else total
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.0, 1 - s / total))  # linear decay, no warm-up

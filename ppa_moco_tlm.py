@@ -217,7 +217,7 @@ def adamw(model, lr, device, head_lr=None):
     for n, p in model.named_parameters():
         groups.setdefault((p.ndim > 1, bool(head_lr) and not n.startswith("encoder.")), []).append(p)
     return torch.optim.AdamW([{"params": ps, "weight_decay": 0.01 if decay else 0.0, "lr": head_lr if head else lr}
-                              for (decay, head), ps in groups.items()], lr=lr, fused=device.type == "cuda")
+                              for (decay, head), ps in groups.items()], lr=lr, fused=device.type in ("cpu", "cuda"))
 
 
 def read_parallel_specs(specs):

@@ -100,7 +100,7 @@ def main(argv=None):
 
     # model: encoder + linear heads; Adam + OneCycleLR with PyTorch defaults, clip 1.0 (METHODS.md 1.3)
     model = common.TaskModel(enc, len(labels.intents), len(labels.slots), args.cls).to(device)
-    opt = torch.optim.Adam(model.param_groups(args.lr, args.head_lr), lr=args.lr, fused=device.type == "cuda")
+    opt = torch.optim.Adam(model.param_groups(args.lr, args.head_lr), lr=args.lr, fused=device.type in ("cpu", "cuda"))
     total = args.epochs * len(loader)
     total = min(total, args.max_steps) if args.max_steps else total
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[args.lr, args.head_lr], total_steps=total)

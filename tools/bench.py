@@ -10,7 +10,7 @@ intent/slot batches from --data/--data_dir), with the same optimizer, for --step
   official  pads every input to --max_len, passes no attention mask, runs fp32, and encodes the
             English batch and the translations in two forward passes (METHODS.md 1.1-1.3, 2.3);
   ours      pads each batch to its longest sequence with an attention mask, one forward pass over
-            English + translations, bf16 autocast and fused Adam on CUDA (as the method files).
+            English + translations, bf16 autocast on CUDA and fused Adam (as the method files).
 Steps: task only (zero-shot), task + XeroAlign, task + CrossAligner + XeroAlign (the paper's best).
 Each style is timed in --rounds alternating rounds and the median round is printed. Printed: English examples/s, real (non-pad) tokens/s, peak memory, ours/official ratios; on CUDA
 also the model FLOP utilisation on non-embedding FLOPs (6 N_nonemb + 12 L T d per processed token,
@@ -98,7 +98,7 @@ def step_fn(style, method, model, ca_head, b, device, autocast, L, pad_id):
 def run(style, method, model, ca_head, data, device, args, tok):
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and style == "ours" else contextlib.nullcontext()
     params = list(model.parameters()) + list(ca_head.parameters())
-    opt = torch.optim.Adam(params, lr=1e-5, fused=device.type == "cuda" and style == "ours")
+    opt = torch.optim.Adam(params, lr=1e-5, fused=device.type in ("cpu", "cuda") and style == "ours")
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
