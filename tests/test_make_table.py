@@ -15,7 +15,7 @@ def result(path, method, seed, intent, commit="abcdef1234", **extra):
                                                    "commit": commit, "dirty": False, "metrics": metrics, **extra}))
 
 
-def test_table_mean_std_runs_average_and_paper_row(tmp_path):
+def test_table_mean_std_seeds_average_and_paper_row(tmp_path):
     result(tmp_path / "zs1", "zeroshot", 1, {"en": 90.0, "hi": 60.0, "tr": 40.0})
     result(tmp_path / "zs2", "zeroshot", 2, {"en": 92.0, "hi": 64.0, "tr": 50.0})
     result(tmp_path / "xa1", "xeroalign", 1, {"en": 91.0, "hi": 70.0, "tr": 66.0}, commit="1234567890")
@@ -23,13 +23,18 @@ def test_table_mean_std_runs_average_and_paper_row(tmp_path):
     result(tmp_path / "other", "zeroshot", 1, {"en": 1.0, "hi": 1.0})
     (tmp_path / "other/results.json").write_text((tmp_path / "other/results.json").read_text().replace("matis", "mtop"))
     lines = make_table.table(make_table.load(tmp_path, "matis"), "matis", "intent_acc")
-    per_lang = make_table.table({"xeroalign": [
-        {"metrics": {"en": {"test": {"intent_acc": 90.0}}, "hi": {"test": {"intent_acc": 70.0}}}, "commit": "a" * 10},
-        {"metrics": {"en": {"test": {"intent_acc": 92.0}}, "tr": {"test": {"intent_acc": 60.0}}}, "commit": "a" * 10}]},
-        "mtop", "intent_acc")
-    assert per_lang[2] == "| xeroalign | ours | 91.0 ± 1.4 | 70.0 | 60.0 | 65.0 | 2 | aaaaaaa |"  # one run per language
+    def run(seed, lang, value, train_lang="en"):
+        return {"metrics": {"en": {"test": {"intent_acc": 90.0 + seed}}, lang: {"test": {"intent_acc": value}}},
+                "commit": "a" * 10, "args": {"seed": seed, "train_lang": train_lang}}
+    per_lang = make_table.table({"xeroalign": [run(1, "hi", 70.0), run(1, "tr", 60.0), run(2, "hi", 74.0),
+                                               run(2, "tr", 64.0), run(3, "hi", 80.0)],  # seed 3 lacks tr
+                                 "target": [run(1, "hi", 85.0, "hi"), run(1, "tr", 75.0, "tr")]}, "mtop", "intent_acc")
+    # one run per language and seed: seed averages 65 and 69 -> 67.0 ± 2.8 (seed 3 is incomplete); English:
+    # each seed's runs averaged first (91, 92, 93), then mean ± std over the seeds
+    assert per_lang[2] == "| xeroalign | ours | 92.0 ± 1.0 | 74.7 ± 5.0 | 62.0 ± 2.8 | 67.0 ± 2.8 | 3 | aaaaaaa |"
+    assert per_lang[4] == "| target | ours | – | 85.0 | 75.0 | 80.0 | 1 | aaaaaaa |"  # not trained on English
     assert lines == [
-        "| method | source | en | hi | tr | avg | runs | commit |",
+        "| method | source | en | hi | tr | avg | seeds | commit |",
         "|---|---|---:|---:|---:|---:|---:|---|",
         # per-run averages over hi, tr: 50 and 57 -> mean 53.5, sample std 4.9
         "| zeroshot | ours | 91.0 ± 1.4 | 62.0 ± 2.8 | 45.0 ± 7.1 | 53.5 ± 4.9 | 2 | abcdef1 |",
@@ -72,10 +77,32 @@ def test_sentence_mapping_sections_become_tables(tmp_path):
     assert make_table.table(runs, "sts", "spearman")[2] == "| sentence_mapping-none | ours | 80.0 ± 0.0 | 71.5 ± 0.7 | 71.5 ± 0.7 | 2 | c0ffee1 |"
     lines = make_table.table(make_table.derived(runs, "mapping", "test"), "sts/mapping", "cosine")
     assert lines == [
-        "| method | source | ko | avg | runs | commit |",
+        "| method | source | ko | avg | seeds | commit |",
         "|---|---|---:|---:|---:|---|",
         "| sentence_mapping-none / unmapped | ours | 0.4500 ± 0.0707 | 0.4500 ± 0.0707 | 2 | c0ffee1 |",
         "| sentence_mapping-none / unmapped | Choi et al. 2020, III.D | 0.4636 | 0.4636 | – | – |",
         "| sentence_mapping-none / normal_equation | ours | 0.7100 ± 0.0141 | 0.7100 ± 0.0141 | 2 | c0ffee1 |",
         "| sentence_mapping-none / normal_equation | Choi et al. 2020, III.D | 0.7131 | 0.7131 | – | – |",
     ]
+
+
+def test_readme_markers_get_their_tables_rewritten_and_nothing_else(tmp_path):
+    result(tmp_path / "runs/zs1", "zeroshot", 1, {"en": 90.0, "hi": 60.0, "tr": 40.0})
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- make_table runs --data matis --metric intent_acc --langs hi -->\n| old | table |\n"
+                      "|---|---|\n\ntext after\n| a hand table without marker |\n", encoding="utf-8")
+    make_table.main(["--readme", str(readme)])
+    assert readme.read_text(encoding="utf-8").split("\n") == [
+        "intro", "<!-- make_table runs --data matis --metric intent_acc --langs hi -->",
+        "| method | source | en | hi | avg | seeds | commit |", "|---|---|---:|---:|---:|---:|---|",
+        "| zeroshot | ours | 90.0 | 60.0 | 60.0 | 1 | abcdef1 |",
+        "| zeroshot | Gritta & Iacobacci 2021, Table 5 | – | 91.9 | 91.9 | – | – |",
+        "", "text after", "| a hand table without marker |", ""]
+
+
+def test_readme_marker_without_results_names_the_line(tmp_path):
+    import pytest
+    readme = tmp_path / "README.md"
+    readme.write_text("a\n\n<!-- make_table nowhere --data mtod -->\n", encoding="utf-8")
+    with pytest.raises(SystemExit, match=r"README.md:3: make_table marker: error: no results.json for --data mtod"):
+        make_table.main(["--readme", str(readme)])

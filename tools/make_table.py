@@ -5,17 +5,27 @@
     python tools/make_table.py runs/repro --data sts --metric spearman                          # STS
     python tools/make_table.py runs/repro --data sts --section mapping --metric cosine          # mappings
     python tools/make_table.py runs/repro --data sts --section cross_lingual --metric spearman  # Table IV
+    python tools/make_table.py --readme README.md      # rewrite every table under a make_table marker
 
 One row per method (CrossAligner runs are told apart by their auxiliary losses and weighting), one
-column per language, each cell the mean ± sample std over the runs (seeds) found, then the average
-over the non-English columns (mean ± std of each run's average when every run covers every
-column; the average of the column means when each run covers one language), the number of runs
-and the commit(s). Under each of our rows that the
-paper also reports, the paper's number follows, typed in by hand below with its table; "–" where the
-paper has no such cell. A paper row's average is over the columns shown, not the paper's own average.
+column per language, each cell the mean ± sample std over the seeds found (a seed's value: its one
+run's, or the mean over its runs, e.g. the English results of the one-run-per-target-language
+aligned methods), then the average over the non-English columns: per seed, the average of its
+languages, then the mean ± std of those averages over the seeds that cover every column. Then the
+number of seeds and the commit(s).
+The English column holds English-trained runs only (a Target run trained on Thai is not an English
+result). Under each of our rows that the paper also reports, the paper's number follows, typed in by
+hand below with its table; "–" where the paper has no such cell. A paper row's average is over the
+columns shown, not the paper's own average.
+
+In a README, a line `<!-- make_table FOLDER... --data D --metric M ... -->` marks the table beneath it:
+--readme rewrites each such table from its results (the folder relative to the README's folder) and
+leaves everything else as it is; it stops, naming the line, if a folder has no results.
 """
 import argparse
 import json
+import re
+import shlex
 import statistics
 from pathlib import Path
 
@@ -155,13 +165,14 @@ ORDER = ["zeroshot", "crossaligner zero-shot", "target", "plain", "finetune", "x
          "ear w/o APT", "ppa", "ppa-no_tlm", "ppa-mlm"]
 
 
-def load(folder, data):
-    """results.json files under `folder` for `data`, grouped by method name (ORDER, then path order)."""
+def load(folders, data):
+    """results.json files under the folder(s) for `data`, grouped by method name (ORDER, then path order)."""
     runs = {}
-    for path in sorted(Path(folder).rglob("results.json")):
-        res = json.loads(path.read_text())
-        if res.get("data") == data and res.get("metrics"):  # (PPA's alignment stage has no metrics)
-            runs.setdefault(method_name(res), []).append(res)
+    for folder in [folders] if isinstance(folders, (str, Path)) else folders:
+        for path in sorted(Path(folder).rglob("results.json")):
+            res = json.loads(path.read_text())
+            if res.get("data") == data and res.get("metrics"):  # (PPA's alignment stage has no metrics)
+                runs.setdefault(method_name(res), []).append(res)
     rank = {m: i for i, m in enumerate(ORDER)}
     return dict(sorted(runs.items(), key=lambda kv: rank.get(kv[0], len(ORDER))))
 
@@ -189,23 +200,32 @@ def cell(values, fmt=".1f"):
     return f"{statistics.mean(values):{fmt}} ± {statistics.stdev(values):{fmt}}"
 
 
+def seed_of(r):
+    return r.get("args", {}).get("seed", id(r))  # a run without a recorded seed counts as its own seed
+
+
 def table(runs, data, metric, split="test", langs=None):
     """Markdown lines of one table. `data` is the dataset, or 'sts/<section>' for derived tables."""
     found = sorted({lang for rs in runs.values() for r in rs for lang in r["metrics"]} - {"en"})
     langs = langs or found
     cols = (["en"] if any("en" in r["metrics"] for rs in runs.values() for r in rs) else []) + langs
     fmt = ".4f" if metric == "cosine" else ".1f"
-    lines = ["| method | source | " + " | ".join(cols) + " | avg | runs | commit |",
+    lines = ["| method | source | " + " | ".join(cols) + " | avg | seeds | commit |",
              "|---|---|" + "---:|" * (len(cols) + 2) + "---|"]
     for method, rs in runs.items():
-        vals = {c: [r["metrics"][c][split][metric] for r in rs if c in r["metrics"]] for c in cols}
-        if all(c in r["metrics"] for r in rs for c in langs):  # every run covers every column: mean ± std of averages
-            avg = cell([statistics.mean(r["metrics"][c][split][metric] for c in langs) for r in rs], fmt)
-        else:  # one run per language (aligned runs): the average of the column means
-            avg = f"{statistics.mean(statistics.mean(vals[c]) for c in langs):{fmt}}" if all(vals[c] for c in langs) else "–"
+        def english(r):  # a run trained on another language (Target) has no English-trained result
+            return r.get("args", {}).get("train_lang", "en") == "en"
+        by_seed = {}  # seed -> {column: [values]}: one run covering every language, or one run per language
+        for r in rs:
+            for c in cols:
+                if c in r["metrics"] and (c != "en" or english(r)):
+                    by_seed.setdefault(seed_of(r), {}).setdefault(c, []).append(r["metrics"][c][split][metric])
+        by_seed = {s: {c: statistics.mean(v) for c, v in cs.items()} for s, cs in by_seed.items()}  # runs of a seed: mean
+        vals = {c: [v[c] for v in by_seed.values() if c in v] for c in cols}
+        avg = cell([statistics.mean(v[c] for c in langs) for v in by_seed.values() if all(c in v for c in langs)], fmt)
         commits = ", ".join(sorted({(r["commit"] or "?")[:7] + ("+" if r.get("dirty") else "") for r in rs}))
         lines.append(f"| {method} | ours | " + " | ".join(cell(vals[c], fmt) for c in cols)
-                     + f" | {avg} | {len(rs)} | {commits} |")
+                     + f" | {avg} | {len(by_seed)} | {commits} |")
         if method in PAPER.get((data, metric), {}):
             source, nums = PAPER[(data, metric)][method]
             shown = [nums[c] for c in langs if c in nums]
@@ -216,24 +236,67 @@ def table(runs, data, metric, split="test", langs=None):
     return lines
 
 
-def main(argv=None):
+def parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
-    p.add_argument("folder", help="folder searched (recursively) for results.json files")
-    p.add_argument("--data", required=True)
+    p.add_argument("folder", nargs="*", help="folder(s) searched (recursively) for results.json files")
+    p.add_argument("--data")
     p.add_argument("--metric", default="intent_acc", help="intent_acc, slot_f1, exact_match or accuracy; "
                    "sts: spearman or pearson; --section mapping: cosine, retrieval_src2tgt or retrieval_tgt2src")
     p.add_argument("--section", default="metrics", choices=["metrics", "mapping", "cross_lingual"],
                    help="sentence_mapping.py results: the STS metrics, the mapping table or cross-lingual STS")
     p.add_argument("--split", default="test", choices=["dev", "test"])
     p.add_argument("--langs", default=None, help="non-English columns, e.g. hi,tr (default: every one found)")
-    a = p.parse_args(argv)
-    runs = load(a.folder, a.data)
+    p.add_argument("--readme", default=None, help="rewrite the tables under the make_table markers of this file")
+    return p
+
+
+def make(a, base=Path(".")):
+    """The table lines for parsed arguments `a`, folders relative to `base`."""
+    folders = [base / f for f in a.folder]
+    runs = load(folders, a.data)
     if not runs:
-        raise SystemExit(f"error: no results.json for --data {a.data} under {a.folder}")
+        raise SystemExit(f"error: no results.json for --data {a.data} under {', '.join(map(str, folders))}")
     data = a.data
     if a.section != "metrics":
         runs, data = derived(runs, a.section, a.split), f"{a.data}/{a.section}"
-    print("\n".join(table(runs, data, a.metric, a.split, a.langs.split(",") if a.langs else None)))
+    return table(runs, data, a.metric, a.split, a.langs.split(",") if a.langs else None)
+
+
+MARKER = re.compile(r"^<!-- make_table (.+) -->$")
+
+
+def update_readme(path):
+    """Rewrite the table under every make_table marker of `path`; returns the number rewritten."""
+    path = Path(path)
+    lines, out, i, n = path.read_text(encoding="utf-8").split("\n"), [], 0, 0
+    while i < len(lines):
+        out.append(lines[i])
+        m = MARKER.match(lines[i].strip())
+        i += 1
+        if m:
+            try:
+                a = parser().parse_args(shlex.split(m.group(1)))
+                if not (a.folder and a.data):
+                    raise SystemExit("needs a folder and --data")
+                out += make(a, path.parent)
+            except SystemExit as e:
+                raise SystemExit(f"error: {path}:{i}: make_table marker: {e}") from None
+            while i < len(lines) and lines[i].startswith("|"):  # the old table
+                i += 1
+            n += 1
+    path.write_text("\n".join(out), encoding="utf-8")
+    return n
+
+
+def main(argv=None):
+    p = parser()
+    a = p.parse_args(argv)
+    if a.readme:
+        print(f"{a.readme}: {update_readme(a.readme)} tables rewritten")
+    elif not (a.folder and a.data):
+        p.error("give a folder and --data, or --readme FILE")
+    else:
+        print("\n".join(make(a)))
 
 
 if __name__ == "__main__":
