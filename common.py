@@ -15,6 +15,7 @@ run prints and stores in its results.json.
 """
 import argparse
 import contextlib
+import functools
 import json
 import os
 import random
@@ -1123,6 +1124,7 @@ def setup(args):
         if device.type == "cuda":
             device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
             torch.cuda.set_device(device)
+    git_commit()  # the commit this run starts from, for results.json
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
@@ -1152,7 +1154,10 @@ def peak_memory_mb(device):
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+@functools.lru_cache(maxsize=None)
 def git_commit():
+    """(sha, dirty) of the checkout this code runs from; cached, and read first by setup(), so a run
+    records the commit it started with even if the checkout changes while it trains."""
     here = Path(__file__).resolve().parent
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True).stdout.strip()

@@ -29,3 +29,21 @@ def test_readme_methods_table_is_true():
     assert sorted(name for name, _ in rows) == sorted(SCRIPTS)
     for name, lines in rows:
         assert int(lines) == len((ROOT / f"{name}.py").read_text().splitlines()), f"README line count of {name}.py"
+
+
+def test_results_record_the_commit_a_run_started_with(tmp_path, monkeypatch):
+    """A checkout that moves on while a run trains must not relabel the run (setup reads the commit)."""
+    import json
+    import types
+
+    import common
+    import xeroalign
+    common.git_commit.cache_clear()
+    args = xeroalign.parse_args(["--data", "demo", "--model", "tiny", "--out_dir", str(tmp_path)])
+    common.setup(args)  # the run starts; then the checkout moves on
+    monkeypatch.setattr(common.subprocess, "run", lambda *a, **k: types.SimpleNamespace(stdout="f" * 40 + "\n"))
+    path = common.save_results(tmp_path, "xeroalign", args, {})
+    monkeypatch.undo()
+    common.git_commit.cache_clear()
+    assert json.loads(path.read_text())["commit"] == common.git_commit()[0] != "f" * 40
+    common.git_commit.cache_clear()
