@@ -187,7 +187,8 @@ def derived(runs, section, split):
                 for name, m in maps.items():
                     if isinstance(m, dict):
                         rows = out.setdefault(f"{method} / {name}", {})
-                        rows.setdefault(id(r), {"commit": r["commit"], "dirty": r.get("dirty"), "metrics": {}})
+                        rows.setdefault(id(r), {"commit": r["commit"], "dirty": r.get("dirty"), "args": r.get("args", {}),
+                                                "metrics": {}})
                         rows[id(r)]["metrics"][lang] = {split: m}
     return {k: list(v.values()) for k, v in out.items()}
 
@@ -204,6 +205,10 @@ def seed_of(r):
     return r.get("args", {}).get("seed", id(r))  # a run without a recorded seed counts as its own seed
 
 
+def trained_on_english(r):
+    return r.get("args", {}).get("train_lang", "en") == "en"  # not a Target run trained on the target language
+
+
 def table(runs, data, metric, split="test", langs=None):
     """Markdown lines of one table. `data` is the dataset, or 'sts/<section>' for derived tables."""
     found = sorted({lang for rs in runs.values() for r in rs for lang in r["metrics"]} - {"en"})
@@ -213,12 +218,10 @@ def table(runs, data, metric, split="test", langs=None):
     lines = ["| method | source | " + " | ".join(cols) + " | avg | seeds | commit |",
              "|---|---|" + "---:|" * (len(cols) + 2) + "---|"]
     for method, rs in runs.items():
-        def english(r):  # a run trained on another language (Target) has no English-trained result
-            return r.get("args", {}).get("train_lang", "en") == "en"
         by_seed = {}  # seed -> {column: [values]}: one run covering every language, or one run per language
         for r in rs:
             for c in cols:
-                if c in r["metrics"] and (c != "en" or english(r)):
+                if c in r["metrics"] and (c != "en" or trained_on_english(r)):
                     by_seed.setdefault(seed_of(r), {}).setdefault(c, []).append(r["metrics"][c][split][metric])
         by_seed = {s: {c: statistics.mean(v) for c, v in cs.items()} for s, cs in by_seed.items()}  # runs of a seed: mean
         vals = {c: [v[c] for v in by_seed.values() if c in v] for c in cols}
