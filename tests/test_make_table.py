@@ -104,5 +104,20 @@ def test_readme_marker_without_results_names_the_line(tmp_path):
     import pytest
     readme = tmp_path / "README.md"
     readme.write_text("a\n\n<!-- make_table nowhere --data mtod -->\n", encoding="utf-8")
-    with pytest.raises(SystemExit, match=r"README.md:3: make_table marker: error: no results.json for --data mtod"):
+    with pytest.raises(SystemExit, match=r"README.md:3: make_table marker: no results.json for --data mtod"):
         make_table.main(["--readme", str(readme)])
+
+
+def test_readme_marker_with_a_bad_flag_names_the_line_without_usage_text(tmp_path, capsys):
+    import pytest
+    readme = tmp_path / "README.md"
+    readme.write_text("a\n<!-- make_table runs --data mtod --metrik slot_f1 -->\n", encoding="utf-8")
+    with pytest.raises(SystemExit, match=r"README.md:2: make_table marker: unrecognized arguments: --metrik slot_f1"):
+        make_table.main(["--readme", str(readme)])
+    assert "usage" not in capsys.readouterr().err
+
+
+def test_command_line_without_folder_or_data_says_what_to_give():
+    import pytest
+    with pytest.raises(SystemExit, match=r"error: give a folder and --data, or --readme FILE"):
+        make_table.main(["runs"])

@@ -239,8 +239,14 @@ def table(runs, data, metric, split="test", langs=None):
     return lines
 
 
-def parser():
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
+class MarkerParser(argparse.ArgumentParser):
+    """For README markers: a bad flag raises ValueError (named with the line) instead of printing usage."""
+    def error(self, message):
+        raise ValueError(message)
+
+
+def parser(cls=argparse.ArgumentParser):
+    p = cls(description=__doc__.split("\n")[0], allow_abbrev=False)
     p.add_argument("folder", nargs="*", help="folder(s) searched (recursively) for results.json files")
     p.add_argument("--data")
     p.add_argument("--metric", default="intent_acc", help="intent_acc, slot_f1, exact_match or accuracy; "
@@ -254,11 +260,13 @@ def parser():
 
 
 def make(a, base=Path(".")):
-    """The table lines for parsed arguments `a`, folders relative to `base`."""
+    """The table lines for parsed arguments `a`, folders relative to `base`; ValueError if there are none."""
+    if not (a.folder and a.data):
+        raise ValueError("give a folder and --data")
     folders = [base / f for f in a.folder]
     runs = load(folders, a.data)
     if not runs:
-        raise SystemExit(f"error: no results.json for --data {a.data} under {', '.join(map(str, folders))}")
+        raise ValueError(f"no results.json for --data {a.data} under {', '.join(map(str, folders))}")
     data = a.data
     if a.section != "metrics":
         runs, data = derived(runs, a.section, a.split), f"{a.data}/{a.section}"
@@ -278,11 +286,8 @@ def update_readme(path):
         i += 1
         if m:
             try:
-                a = parser().parse_args(shlex.split(m.group(1)))
-                if not (a.folder and a.data):
-                    raise SystemExit("needs a folder and --data")
-                out += make(a, path.parent)
-            except SystemExit as e:
+                out += make(parser(MarkerParser).parse_args(shlex.split(m.group(1))), path.parent)
+            except ValueError as e:
                 raise SystemExit(f"error: {path}:{i}: make_table marker: {e}") from None
             while i < len(lines) and lines[i].startswith("|"):  # the old table
                 i += 1
@@ -296,10 +301,11 @@ def main(argv=None):
     a = p.parse_args(argv)
     if a.readme:
         print(f"{a.readme}: {update_readme(a.readme)} tables rewritten")
-    elif not (a.folder and a.data):
-        p.error("give a folder and --data, or --readme FILE")
-    else:
+        return
+    try:
         print("\n".join(make(a)))
+    except ValueError as e:
+        raise SystemExit(f"error: {e}" + ("" if a.folder and a.data else ", or --readme FILE")) from None
 
 
 if __name__ == "__main__":
