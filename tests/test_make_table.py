@@ -31,7 +31,7 @@ def test_table_mean_std_seeds_average_and_paper_row(tmp_path):
                                  "target": [run(1, "hi", 85.0, "hi"), run(1, "tr", 75.0, "tr")]}, "mtop", "intent_acc")
     # one run per language and seed: seed averages 65 and 69 -> 67.0 ± 2.8 (seed 3 is incomplete); English:
     # each seed's runs averaged first (91, 92, 93), then mean ± std over the seeds
-    assert per_lang[2] == "| xeroalign | ours | 92.0 ± 1.0 | 74.7 ± 5.0 | 62.0 ± 2.8 | 67.0 ± 2.8 | 3 | aaaaaaa |"
+    assert per_lang[2] == "| xeroalign | ours | 92.0 ± 1.0 | 74.7 ± 5.0 | 62.0 ± 2.8 | 67.0 ± 2.8 | 2 (+1 partial) | aaaaaaa |"
     assert per_lang[4] == "| target | ours | – | 85.0 | 75.0 | 80.0 | 1 | aaaaaaa |"  # not trained on English
     assert lines == [
         "| method | source | en | hi | tr | avg | seeds | commit |",
@@ -60,7 +60,7 @@ def test_method_names_of_crossaligner_and_ear_runs():
     assert make_table.PAPER[("mtop", "intent_acc")]["crossaligner ca"][1]["th"] == 92.6
 
 
-def test_cli_rejects_a_missing_dataset(tmp_path, capsys):
+def test_cli_rejects_a_missing_dataset(tmp_path):
     import pytest
     with pytest.raises(SystemExit, match="no results.json for --data mtod"):
         make_table.main([str(tmp_path), "--data", "mtod"])
@@ -121,3 +121,37 @@ def test_command_line_without_folder_or_data_says_what_to_give():
     import pytest
     with pytest.raises(SystemExit, match=r"error: give a folder and --data, or --readme FILE"):
         make_table.main(["runs"])
+
+
+def test_duplicate_runs_unknown_languages_and_metrics_are_errors(tmp_path):
+    import pytest
+    result(tmp_path / "a", "zeroshot", 1, {"en": 90.0, "hi": 60.0})
+    result(tmp_path / "b", "zeroshot", 2, {"en": 91.0, "hi": 61.0})
+    runs = make_table.load(tmp_path, "matis")
+    with pytest.raises(ValueError, match=r"--langs hi,xx: no results for xx \(found: hi\)"):
+        make_table.table(runs, "matis", "intent_acc", langs=["hi", "xx"])
+    with pytest.raises(ValueError, match=r"--metric slot_F1 --split test: not in these results \(they have: intent_acc, slot_f1\)"):
+        make_table.table(runs, "matis", "slot_F1")
+    result(tmp_path / "rerun", "zeroshot", 2, {"en": 95.0, "hi": 65.0})  # the same seed again: not silently averaged
+    with pytest.raises(ValueError, match=r"two zeroshot runs of seed 2 report hi: .*b/results.json and .*rerun/results.json"):
+        make_table.table(make_table.load(tmp_path, "matis"), "matis", "intent_acc")
+
+
+def test_readme_check_names_stale_tables_and_writes_nothing(tmp_path):
+    import pytest
+    result(tmp_path / "runs/a", "zeroshot", 1, {"en": 90.0, "hi": 60.0})
+    readme = tmp_path / "README.md"
+    text = "x\n<!-- make_table runs --data matis --langs hi -->\n| stale |\n"
+    readme.write_text(text, encoding="utf-8")
+    with pytest.raises(SystemExit, match=r"README.md: the tables under the make_table markers of lines 2 differ"):
+        make_table.main(["--readme", str(readme), "--check"])
+    assert readme.read_text(encoding="utf-8") == text
+    make_table.main(["--readme", str(readme)])
+    make_table.main(["--readme", str(readme), "--check"])  # now up to date: no error
+
+
+def test_the_readme_tables_are_those_of_the_committed_results():
+    """Every results table in README.md is make_table's output from the results.json files under runs/
+    (committed with the README): no table is edited by hand, and none is stale."""
+    n, changed = make_table.update_readme(ROOT / "README.md", check=True)
+    assert n >= 30 and changed == [], f"README.md tables under the markers of lines {changed} are stale"

@@ -6,13 +6,15 @@
     python tools/make_table.py runs/repro --data sts --section mapping --metric cosine          # mappings
     python tools/make_table.py runs/repro --data sts --section cross_lingual --metric spearman  # Table IV
     python tools/make_table.py --readme README.md      # rewrite every table under a make_table marker
+    python tools/make_table.py --readme README.md --check   # fail if one differs from its results
 
 One row per method (CrossAligner runs are told apart by their auxiliary losses and weighting), one
 column per language, each cell the mean ± sample std over the seeds found (a seed's value: its one
 run's, or the mean over its runs, e.g. the English results of the one-run-per-target-language
 aligned methods), then the average over the non-English columns: per seed, the average of its
 languages, then the mean ± std of those averages over the seeds that cover every column. Then the
-number of seeds and the commit(s).
+number of those seeds (with "+N partial" for seeds missing a column) and the commit(s). Two runs of
+one method and seed that report the same non-English language are an error, not averaged.
 The English column holds English-trained runs only (a Target run trained on Thai is not an English
 result). Under each of our rows that the paper also reports, the paper's number follows, typed in by
 hand below with its table; "–" where the paper has no such cell. A paper row's average is over the
@@ -172,7 +174,7 @@ def load(folders, data):
         for path in sorted(Path(folder).rglob("results.json")):
             res = json.loads(path.read_text())
             if res.get("data") == data and res.get("metrics"):  # (PPA's alignment stage has no metrics)
-                runs.setdefault(method_name(res), []).append(res)
+                runs.setdefault(method_name(res), []).append({**res, "path": str(path)})
     rank = {m: i for i, m in enumerate(ORDER)}
     return dict(sorted(runs.items(), key=lambda kv: rank.get(kv[0], len(ORDER))))
 
@@ -188,7 +190,7 @@ def derived(runs, section, split):
                     if isinstance(m, dict):
                         rows = out.setdefault(f"{method} / {name}", {})
                         rows.setdefault(id(r), {"commit": r["commit"], "dirty": r.get("dirty"), "args": r.get("args", {}),
-                                                "metrics": {}})
+                                                "path": r.get("path"), "metrics": {}})
                         rows[id(r)]["metrics"][lang] = {split: m}
     return {k: list(v.values()) for k, v in out.items()}
 
@@ -212,23 +214,37 @@ def trained_on_english(r):
 def table(runs, data, metric, split="test", langs=None):
     """Markdown lines of one table. `data` is the dataset, or 'sts/<section>' for derived tables."""
     found = sorted({lang for rs in runs.values() for r in rs for lang in r["metrics"]} - {"en"})
+    if set(langs or []) - set(found):
+        raise ValueError(f"--langs {','.join(langs)}: no results for {', '.join(sorted(set(langs) - set(found)))} "
+                         f"(found: {', '.join(found)})")
+    have = {m for rs in runs.values() for r in rs for by_split in r["metrics"].values() for m in by_split.get(split, {})}
+    if metric not in have:
+        raise ValueError(f"--metric {metric} --split {split}: not in these results (they have: {', '.join(sorted(have))})")
     langs = langs or found
     cols = (["en"] if any("en" in r["metrics"] for rs in runs.values() for r in rs) else []) + langs
     fmt = ".4f" if metric == "cosine" else ".1f"
     lines = ["| method | source | " + " | ".join(cols) + " | avg | seeds | commit |",
              "|---|---|" + "---:|" * (len(cols) + 2) + "---|"]
     for method, rs in runs.items():
-        by_seed = {}  # seed -> {column: [values]}: one run covering every language, or one run per language
+        by_seed, source = {}, {}  # seed -> {column: [values]}: one run covering every language, or one run per language
         for r in rs:
             for c in cols:
                 if c in r["metrics"] and (c != "en" or trained_on_english(r)):
+                    if c != "en" and (seed_of(r), c) in source:  # English is shared by per-language runs; nothing else
+                        raise ValueError(f"two {method} runs of seed {seed_of(r)} report {c}: {source[seed_of(r), c]} "
+                                         f"and {r.get('path')}")
+                    source[seed_of(r), c] = r.get("path")
+                    if metric not in r["metrics"][c].get(split, {}):
+                        raise ValueError(f"{r.get('path')}: no {split} {metric} for {c}")
                     by_seed.setdefault(seed_of(r), {}).setdefault(c, []).append(r["metrics"][c][split][metric])
         by_seed = {s: {c: statistics.mean(v) for c, v in cs.items()} for s, cs in by_seed.items()}  # runs of a seed: mean
         vals = {c: [v[c] for v in by_seed.values() if c in v] for c in cols}
-        avg = cell([statistics.mean(v[c] for c in langs) for v in by_seed.values() if all(c in v for c in langs)], fmt)
+        complete = [v for v in by_seed.values() if all(c in v for c in langs)]
+        avg = cell([statistics.mean(v[c] for c in langs) for v in complete], fmt)
+        seeds = f"{len(complete)}" + (f" (+{len(by_seed) - len(complete)} partial)" if len(complete) < len(by_seed) else "")
         commits = ", ".join(sorted({(r["commit"] or "?")[:7] + ("+" if r.get("dirty") else "") for r in rs}))
         lines.append(f"| {method} | ours | " + " | ".join(cell(vals[c], fmt) for c in cols)
-                     + f" | {avg} | {len(by_seed)} | {commits} |")
+                     + f" | {avg} | {seeds} | {commits} |")
         if method in PAPER.get((data, metric), {}):
             source, nums = PAPER[(data, metric)][method]
             shown = [nums[c] for c in langs if c in nums]
@@ -256,6 +272,7 @@ def parser(cls=argparse.ArgumentParser):
     p.add_argument("--split", default="test", choices=["dev", "test"])
     p.add_argument("--langs", default=None, help="non-English columns, e.g. hi,tr (default: every one found)")
     p.add_argument("--readme", default=None, help="rewrite the tables under the make_table markers of this file")
+    p.add_argument("--check", action="store_true", help="with --readme: write nothing, fail if a table differs from its results")
     return p
 
 
@@ -276,31 +293,42 @@ def make(a, base=Path(".")):
 MARKER = re.compile(r"^<!-- make_table (.+) -->$")
 
 
-def update_readme(path):
-    """Rewrite the table under every make_table marker of `path`; returns the number rewritten."""
+def update_readme(path, check=False):
+    """Rewrite the table under every make_table marker of `path`; returns the number of tables and the
+    line numbers of the markers whose table changed. check=True writes nothing."""
     path = Path(path)
-    lines, out, i, n = path.read_text(encoding="utf-8").split("\n"), [], 0, 0
+    lines, out, i, n, changed = path.read_text(encoding="utf-8").split("\n"), [], 0, 0, []
     while i < len(lines):
         out.append(lines[i])
         m = MARKER.match(lines[i].strip())
         i += 1
         if m:
             try:
-                out += make(parser(MarkerParser).parse_args(shlex.split(m.group(1))), path.parent)
+                new = make(parser(MarkerParser).parse_args(shlex.split(m.group(1))), path.parent)
             except ValueError as e:
                 raise SystemExit(f"error: {path}:{i}: make_table marker: {e}") from None
+            start = i
             while i < len(lines) and lines[i].startswith("|"):  # the old table
                 i += 1
+            out += new
             n += 1
-    path.write_text("\n".join(out), encoding="utf-8")
-    return n
+            if lines[start:i] != new:
+                changed.append(start)
+    if not check:
+        path.write_text("\n".join(out), encoding="utf-8")
+    return n, changed
 
 
 def main(argv=None):
     p = parser()
     a = p.parse_args(argv)
     if a.readme:
-        print(f"{a.readme}: {update_readme(a.readme)} tables rewritten")
+        n, changed = update_readme(a.readme, a.check)
+        if a.check and changed:
+            raise SystemExit(f"error: {a.readme}: the tables under the make_table markers of lines "
+                             f"{', '.join(map(str, changed))} differ from their results; "
+                             f"python tools/make_table.py --readme {a.readme} rewrites them")
+        print(f"{a.readme}: {n} tables " + ("match their results" if a.check else f"rewritten, {len(changed)} changed"))
         return
     try:
         print("\n".join(make(a)))
