@@ -43,3 +43,57 @@ def test_align_seed_fine_tunes_one_alignment_with_other_seeds(capsys):
     assert arg(base, "--seed") == "2" and arg(base, "--out_dir").endswith("massive-base/seed2")  # nothing aligned to pick
     assert arg(aligned, "--seed") == "2" and arg(aligned, "--model").endswith("ppa/align/seed1/aligned")
     assert arg(aligned, "--out_dir").endswith("massive-aligned/seed2-align1")
+
+
+def test_every_committed_result_is_a_readme_run_with_its_settings():
+    """Each results.json behind the README's real-encoder tables is the output of a --readme_runs command,
+    made with that command's settings (so the one command reproduces the README)."""
+    todo = reproduce.main(["--readme_runs", "--dry_run", "--out", str(ROOT / "runs/repro")])
+    by_out = {str(out): cmd for out, cmd in todo}
+    results = sorted((ROOT / "runs/repro").rglob("results.json"))
+    assert len(results) >= 118
+    for path in results:
+        cmd = by_out.get(str(path.parent))
+        assert cmd, f"{path}: no --readme_runs command writes here"
+        assert reproduce.settings_differ(path, cmd[1], cmd[2:]) == [], path
+
+
+def test_readme_reproduce_commands_are_readme_runs(capsys):
+    """The reproduce.py commands in README.md's code blocks run (dry) and are among --readme_runs'."""
+    lines, commands = (ROOT / "README.md").read_text(encoding="utf-8").split("\n"), []
+    for i, line in enumerate(lines):
+        if line.strip().startswith("python tools/reproduce.py") and (i == 0 or not lines[i - 1].rstrip().endswith("\\")):
+            text = line.strip()
+            while text.endswith("\\"):
+                i += 1
+                text = text[:-1] + " " + lines[i].strip()
+            commands.append(shlex.split(text.replace("$E5", "E5").replace("<trimmed e5>", "E5"), comments=True)[2:])
+    assert len(commands) >= 8
+    reproduce.main(["--readme_runs", "--dry_run", "--model", "E5", "--out", "o"])
+    every = set(capsys.readouterr().out.splitlines())
+    for argv in commands:
+        reproduce.main([*argv, "--dry_run", "--out", "o", *([] if "--model" in argv else ["--model", "E5"])])
+        printed = capsys.readouterr().out.splitlines()
+        assert printed and set(printed) <= every, " ".join(argv)
+
+
+def test_an_existing_result_made_with_other_settings_stops_the_grid(tmp_path, capsys):
+    import json
+    import pytest
+    import xeroalign
+    argv = ["--groups", "spine", "--names", "mtod-es-target", "--seeds", "1", "--out", str(tmp_path), "--extra", "--epochs 3"]
+    (out, cmd), = reproduce.main([*argv, "--dry_run"])
+    out.mkdir(parents=True)
+    args = vars(xeroalign.parse_args(cmd[2:]))
+    (out / "results.json").write_text(json.dumps({"args": {**args, "model": "elsewhere/e5", "epochs": 99}}))
+    with pytest.raises(SystemExit, match=r"was made with other settings: --epochs 99 \(now 3\)"):
+        reproduce.main(argv)
+    (out / "results.json").write_text(json.dumps({"args": {**args, "model": "elsewhere/e5"}}))
+    reproduce.main(argv)  # same settings (another path to the model): skipped, nothing run
+    assert "exists with these settings (model elsewhere/e5), skipped" in capsys.readouterr().out
+
+
+def test_only_that_matches_nothing_is_an_error():
+    import pytest
+    with pytest.raises(SystemExit, match=r"no run of --groups spine matches --only 'MTOD'"):
+        reproduce.main(["--dry_run", "--only", "MTOD"])

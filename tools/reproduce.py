@@ -4,14 +4,21 @@
     python tools/reproduce.py --groups spine --seeds 1 2 3     # run them (results that exist are skipped)
     python tools/reproduce.py --model /path/to/xlm-roberta-large --extra ""
     python tools/reproduce.py --groups mapping ppa ear --seeds 1 --dry_run   # sentence_mapping, ppa_moco_tlm, ear_push_pull
+    python tools/reproduce.py --readme_runs --model <trimmed e5>     # every run behind the README's real-encoder tables
 
 Each run writes <out>/<group>/<name>/seed<N>/results.json; tools/make_table.py turns them into the
 README tables. The default encoder is multilingual-e5-small built offline (../shared/tools), with the
 flags it needs (no trained pooler: --cls first; fresh heads learn slowly: --head_lr); pass --extra ""
 with a real XLM-R checkpoint to use the papers' settings unchanged. --limit_train/--epochs in --extra
-make CPU-sized runs; every number in the README says which were used.
+make CPU-sized runs; every number in the README says which were used, and --readme_runs holds them all
+(README_RUNS below). A run whose results.json exists is skipped if it was made with the same settings
+(every flag but the paths --out_dir, --save_dir, --data_dir and --model: trimmed copies of one encoder
+give the same results; use another --out for another encoder); one made with other settings stops the grid.
 """
 import argparse
+import importlib
+import json
+import os
 import shlex
 import subprocess
 import sys
@@ -84,6 +91,41 @@ def grid(groups):
     return runs
 
 
+# The reproduce.py invocations behind the README's real-encoder tables, by README section, as run on a
+# 2-core CPU with multilingual-e5-small (vocabulary trimmed; trimming leaves every fine-tuning output
+# unchanged). --model, --data_root, --out, --threads and --dry_run are added from the command line.
+CPU = "--cls first --head_lr 1e-3 --lr 5e-5 --batch_size 32 --limit_train 2000 --epochs 3"
+CPU_MATIS = "--cls first --head_lr 1e-3 --lr 5e-5 --batch_size 16 --limit_train 1000 --epochs 3"
+EAR = "--limit_train 2000 --lr 5e-5 --head_lr 1e-3"
+PPA = "--limit_train 2000 --epochs 3 --head_lr 1e-3"
+README_RUNS = {
+    "spine": [["--groups", "spine", "--seeds", "1", "2", "3", "--only", f"{d}-", "--extra", x]
+              for d, x in (("mtod", CPU), ("matis", CPU_MATIS), ("massive", CPU))],
+    "single": [["--groups", "single", "--seeds", "1", "--extra", CPU],
+               ["--groups", "spine", "--seeds", "1", "--names", "matis-hi-target", "matis-tr-target",
+                "--out", "{out}/old-70ad4b3", "--extra", CPU]],  # the MultiATIS++ Target rows of that section
+    "mapping": [["--groups", "mapping", "--seeds", "1", "--names", "sts-none", "sts-cross"],
+                ["--groups", "mapping", "--seeds", "1", "--names", "sts-bi", "--sts_extra", "--epochs 1"]],
+    "crossaligner": [["--groups", "crossaligner", "--seeds", "1", "--only", f"{d}-", "--extra", x]
+                     for d, x in (("massive", CPU), ("mtod", CPU), ("matis", CPU_MATIS))],
+    "ear": [["--groups", "ear", "--seeds", "1", "--ear_extra", EAR],
+            ["--groups", "ear", "--seeds", "2", "--names", "massive-ear", "massive-plain", "--ear_extra", EAR]],
+    "ppa": [["--groups", "ppa", "--seeds", "1", "--ppa_align_extra", "--batch_size 32 --queue 4096 --max_steps 512",
+             "--ppa_extra", PPA],
+            ["--groups", "ppa", "--seeds", "2", "--align_seed", "1", "--ppa_extra", PPA,
+             "--names", "massive-base", "massive-aligned", "massive-aligned-no_tlm"]],
+}
+IGNORED = {"out_dir", "save_dir", "data_dir", "model"}  # paths, which differ between machines
+
+
+def settings_differ(results, script, argv):
+    """The flags (but IGNORED) whose value in an existing results.json differs from what `argv` would run."""
+    sys.path.insert(0, str(ROOT))
+    module = importlib.import_module(script[:-3])  # the method file's own parser gives every default
+    want, had = vars(module.parse_args(argv)), json.loads(results.read_text()).get("args", {})
+    return [f"--{k} {had[k]!r} (now {want[k]!r})" for k in want if k in had and k not in IGNORED and had[k] != want[k]]
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
     p.add_argument("--groups", nargs="+", default=["spine"], choices=["spine", "crossaligner", "single", "mapping", "ppa", "ear"])
@@ -102,7 +144,15 @@ def main(argv=None):
     p.add_argument("--only", default="", help="run only names containing this text, e.g. massive-th")
     p.add_argument("--names", nargs="+", default=None, help="run exactly these names, in this order")
     p.add_argument("--dry_run", action="store_true", help="print the commands, run nothing")
+    p.add_argument("--threads", type=int, default=None, help="OMP/MKL threads of each run (the README's: 1)")
+    p.add_argument("--readme_runs", nargs="*", choices=list(README_RUNS), default=None, metavar="SECTION",
+                   help="run the invocations behind the README's tables (README_RUNS), of these sections or all")
     a = p.parse_args(argv)
+    if a.readme_runs is not None:
+        common = ["--model", a.model, "--data_root", a.data_root, "--out", a.out, *(["--dry_run"] if a.dry_run else []),
+                  *(["--threads", str(a.threads)] if a.threads else [])]
+        return [cmd for section in a.readme_runs or README_RUNS for inv in README_RUNS[section]
+                for cmd in main([*common, *(x.replace("{out}", a.out) for x in inv)])]
     todo = []
     runs = grid(a.groups)
     if a.names:
@@ -126,17 +176,26 @@ def main(argv=None):
                 a.ppa_extra if script == "ppa_moco_tlm.py" else a.ear_extra if script == "ear_push_pull.py" else a.extra
             cmd += ["--seed", str(seed), "--out_dir", str(out), *shlex.split(extra)]
             todo.append((out, cmd))
+    if not todo:
+        raise SystemExit(f"error: no run of --groups {' '.join(a.groups)} matches --only {a.only!r}"
+                         + (f" and --names {' '.join(a.names)}" if a.names else ""))
+    env = {**os.environ, **({"OMP_NUM_THREADS": str(a.threads), "MKL_NUM_THREADS": str(a.threads)} if a.threads else {})}
     for i, (out, cmd) in enumerate(todo, 1):
         line = shlex.join(["python", *cmd[1:]])
         if a.dry_run:
             print(line)
         elif (out / "results.json").is_file():
-            print(f"[{i}/{len(todo)}] exists, skipped: {out}")
+            diff = settings_differ(out / "results.json", cmd[1], cmd[2:])
+            if diff:
+                raise SystemExit(f"error: {out / 'results.json'} was made with other settings: {'; '.join(diff)}. "
+                                 "Use another --out, or delete it to rerun.")
+            model = json.loads((out / "results.json").read_text()).get("args", {}).get("model")
+            print(f"[{i}/{len(todo)}] exists with these settings (model {model}), skipped: {out}")
         else:
             print(f"[{i}/{len(todo)}] {line}", flush=True)
             out.mkdir(parents=True, exist_ok=True)
             with open(out / "log.txt", "w") as log:
-                if subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT).returncode:
+                if subprocess.run(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT).returncode:
                     raise SystemExit(f"error: run failed, see {out / 'log.txt'}")
     return todo
 
