@@ -2,6 +2,7 @@
 import argparse
 import contextlib
 import sys
+from pathlib import Path
 
 import torch
 
@@ -36,3 +37,24 @@ def test_styles_count_the_same_real_tokens_and_official_pads_to_max_len(tmp_path
         n = 1 if method == "task" else 2
         assert real_o == real_u == int(b["attention_mask"].sum()) + (n - 1) * int(b["tgt_attention_mask"].sum())
         assert proc_o == n * 4 * 40 and proc_u < proc_o and torch.isfinite(loss)
+
+
+def test_model_flops_count_real_tokens_only():
+    b = {"attention_mask": torch.tensor([[1, 1, 0], [1, 1, 1]]), "tgt_attention_mask": torch.tensor([[1, 0, 0], [1, 1, 1]])}
+    # N = 10 non-embedding parameters, 2 layers, hidden 4: 6 N per real token + 12 L d n^2 per sequence
+    assert bench.model_flops(b, "task", 10, 2, 4) == 6 * 10 * 5 + 12 * 2 * 4 * (2 ** 2 + 3 ** 2)
+    assert bench.model_flops(b, "xa", 10, 2, 4) == 6 * 10 * 9 + 12 * 2 * 4 * (4 + 9 + 1 + 9)
+
+
+def test_peak_rss_is_reset_and_sees_a_new_allocation():
+    import pytest
+    if not (Path("/proc/self/clear_refs").exists() and Path("/proc/self/status").exists()):
+        pytest.skip("needs Linux /proc")
+    bench.reset_peak_rss()
+    before = bench.peak_rss_mb()
+    block = bytearray(64 * 2**20)
+    block[::4096] = b"x" * len(block[::4096])  # touch every page: resident
+    assert bench.peak_rss_mb() - before > 48
+    del block
+    bench.reset_peak_rss()
+    assert bench.peak_rss_mb() < before + 48  # the peak went back down with the reset

@@ -12,9 +12,13 @@ intent/slot batches from --data/--data_dir), with the same optimizer, for --step
   ours      pads each batch to its longest sequence with an attention mask, one forward pass over
             English + translations, bf16 autocast on CUDA and fused Adam (as the method files).
 Steps: task only (zero-shot), task + XeroAlign, task + CrossAligner + XeroAlign (the paper's best).
-Each style is timed in --rounds alternating rounds and the median round is printed. Printed: English examples/s, real (non-pad) tokens/s, peak memory, ours/official ratios; on CUDA
-also the model FLOP utilisation on non-embedding FLOPs (6 N_nonemb + 12 L T d per processed token,
-padding included) against --peak_tflops, and the time a 10-epoch MTOP-sized run would take.
+Each style is timed in --rounds alternating rounds and the median round is printed. Printed: English
+examples/s, real (non-pad) tokens/s, peak memory (CUDA: the allocator's peak; CPU on Linux: the
+process's peak resident memory over the timed steps, model and data included), ours/official
+ratios, and the time a 10-epoch MTOP-sized run would take at these batches' lengths (MASSIVE-style
+utterances unless --data says otherwise); on CUDA also the model FLOP utilisation: non-embedding
+FLOPs of the real tokens only (6 N_nonemb per token + 12 L d n^2 per sequence of n tokens, forward
+and backward), so padding counts as waste, against --peak_tflops.
 --profile K then profiles K steps of each style with torch.profiler and prints the operators that
 take the most time (self time; CUDA time on a GPU): where the time goes, before optimising.
 Figures only: this is not a test.
@@ -54,6 +58,26 @@ def batches(args, tok, labels, train, trans):
         it["tgt"] = [common.encode_text(tok, t, args.max_len)]
     rng = random.Random(0)
     return [common.collate(rng.sample(items, args.batch_size), tok.pad_token_id) for _ in range(args.warmup + args.steps)]
+
+
+def model_flops(b, method, n_nonemb, layers, hidden):
+    """Non-embedding training FLOPs of the real tokens of batch `b` (English + translations unless task
+    only): 6 N per token (forward and backward matmuls) + 12 L d n^2 per sequence of n tokens (attention)."""
+    lens = b["attention_mask"].sum(1)
+    if method != "task":
+        lens = torch.cat([lens, b["tgt_attention_mask"].sum(1)])
+    return 6 * n_nonemb * int(lens.sum()) + 12 * layers * hidden * int((lens ** 2).sum())
+
+
+def reset_peak_rss():
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")  # Linux: resets VmHWM to the current resident size
+
+
+def peak_rss_mb():
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        return int(Path("/proc/self/status").read_text().split("VmHWM:")[1].split()[0]) / 1024
+    return float("nan")
 
 
 def pad_fixed(x, L, value):
@@ -99,26 +123,27 @@ def run(style, method, model, ca_head, data, device, args, tok):
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and style == "ours" else contextlib.nullcontext()
     params = list(model.parameters()) + list(ca_head.parameters())
     opt = torch.optim.Adam(params, lr=1e-5, fused=device.type in ("cpu", "cuda") and style == "ours")
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    real = processed = 0
+    real = processed = flops = 0
     for i, b in enumerate(data):
         if i == args.warmup:
             if device.type == "cuda":
                 torch.cuda.synchronize()
-            t0, real, processed = time.perf_counter(), 0, 0
+                torch.cuda.reset_peak_memory_stats()
+            reset_peak_rss()
+            t0, real, processed, flops = time.perf_counter(), 0, 0, 0
         loss, r, p = step_fn(style, method, model, ca_head, b, device, autocast, args.max_len, tok.pad_token_id)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         real, processed = real + r, processed + p
+        flops += model_flops(b, method, args.n_nonemb, args.layers, args.hidden)
     if device.type == "cuda":
         torch.cuda.synchronize()
     dt = time.perf_counter() - t0
-    mem = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else float("nan")
-    return {"ex_s": args.steps * args.batch_size / dt, "tok_s": real / dt, "processed_tok_s": processed / dt, "mem_mb": mem}
+    mem = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else peak_rss_mb()
+    return {"ex_s": args.steps * args.batch_size / dt, "tok_s": real / dt, "processed_tok_s": processed / dt,
+            "flops_s": flops / dt, "mem_mb": mem}
 
 
 def profile(style, method, model, ca_head, data, device, args, tok):
@@ -166,9 +191,10 @@ def main(argv=None):
     data = batches(args, tok, labels, train, trans)
     cfg = enc.config
     n_nonemb = sum(p.numel() for n, p in enc.named_parameters() if "embeddings" not in n)
+    args.n_nonemb, args.layers, args.hidden = n_nonemb, cfg.num_hidden_layers, cfg.hidden_size
     print(f"device {device} | model {args.shape or args.model} ({n_nonemb / 1e6:.1f}M non-embedding parameters) | "
           f"batch {args.batch_size} | official max_len {args.max_len} | {args.steps} timed steps after {args.warmup}")
-    print(f"{'method':8} {'style':9} {'ex/s':>9} {'real tok/s':>11} {'peak MB':>9} {'MFU':>6}")
+    print(f"{'method':8} {'style':9} {'ex/s':>9} {'real tok/s':>11} {'peak MB' if device.type == 'cuda' else 'peak RSS MB':>11} {'MFU':>6}")
     for style in ("official", "ours"):  # untimed: the first steps of a process pay one-off start-up costs
         run(style, args.methods[-1], model, ca_head, data, device, args, tok)
     for method in args.methods:
@@ -179,13 +205,11 @@ def main(argv=None):
         res = {}
         for style, rs in rounds.items():
             res[style] = r = sorted(rs, key=lambda x: x["ex_s"])[len(rs) // 2]  # the median round
-            mfu = ""
-            if device.type == "cuda":
-                flops_per_tok = 6 * n_nonemb + 12 * cfg.num_hidden_layers * args.max_len * cfg.hidden_size
-                mfu = f"{100 * r['processed_tok_s'] * flops_per_tok / (args.peak_tflops * 1e12):5.1f}%"
-            print(f"{method:8} {style:9} {r['ex_s']:9.1f} {r['tok_s']:11.0f} {r['mem_mb']:9.0f} {mfu:>6}")
+            mfu = f"{100 * r['flops_s'] / (args.peak_tflops * 1e12):5.1f}%" if device.type == "cuda" else ""
+            print(f"{method:8} {style:9} {r['ex_s']:9.1f} {r['tok_s']:11.0f} {r['mem_mb']:11.0f} {mfu:>6}")
         print(f"{method:8} {'ratio':9} {res['ours']['ex_s'] / res['official']['ex_s']:8.2f}x"
               f" {res['ours']['tok_s'] / res['official']['tok_s']:10.2f}x"
+              f" {res['ours']['mem_mb'] / res['official']['mem_mb']:10.2f}x"
               f"  | 10 epochs of MTOP-sized data (15.7k English + translations): "
               f"official {10 * 15667 / res['official']['ex_s'] / 3600:.2f} h, ours {10 * 15667 / res['ours']['ex_s'] / 3600:.2f} h")
     if args.profile:
