@@ -27,6 +27,9 @@ def test_spine_grid_covers_the_issue_rows():
     for lang in ("de", "es", "fr", "hi", "ja", "pt", "tr", "zh"):
         assert {f"matis-{lang}-xeroalign", f"matis-{lang}-target"} <= names
     assert {"mtod-es-xeroalign", "mtod-th-target", "massive-th-xeroalign", "massive-zeroshot"} <= names
+    zeroshot = {name: args[args.index("--lang") + 1] for _, name, _, args in reproduce.grid(["spine"]) if "zeroshot" in name}
+    assert zeroshot == {"mtod-zeroshot": "es,th", "matis-zeroshot": "de,es,fr,hi,ja,pt,tr,zh",
+                        "massive-zeroshot": "de,es,fr,hi,th"}  # one English model tested on every target
 
 
 def test_ppa_fine_tuning_reads_the_aligned_encoder_of_its_seed(capsys):
