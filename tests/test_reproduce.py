@@ -96,6 +96,11 @@ def test_an_existing_result_made_with_other_settings_stops_the_grid(tmp_path, ca
     assert "exists with these settings (model elsewhere/e5), skipped" in capsys.readouterr().out
 
 
+def test_settings_compare_files_by_name_wherever_the_data_is():
+    assert reproduce.file_names("massive:/work/shared/data/massive:th,hi") == "massive:massive:th,hi"
+    assert reproduce.file_names(["a/b/tatoeba.ara-eng.eng,c/tatoeba.ara-eng.ara", 3]) == ["tatoeba.ara-eng.eng,tatoeba.ara-eng.ara", 3]
+
+
 def test_only_that_matches_nothing_is_an_error():
     import pytest
     with pytest.raises(SystemExit, match=r"no run of --groups spine matches --only 'MTOD'"):

@@ -13,12 +13,14 @@ with a real XLM-R checkpoint to use the papers' settings unchanged. --limit_trai
 make CPU-sized runs; every number in the README says which were used, and --readme_runs holds them all
 (README_RUNS below). A run whose results.json exists is skipped if it was made with the same settings
 (every flag but the paths --out_dir, --save_dir, --data_dir and --model: trimmed copies of one encoder
-give the same results; use another --out for another encoder); one made with other settings stops the grid.
+give the same results; use another --out for another encoder; other paths are compared by file name);
+one made with other settings stops the grid.
 """
 import argparse
 import importlib
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -118,12 +120,21 @@ README_RUNS = {
 IGNORED = {"out_dir", "save_dir", "data_dir", "model"}  # paths, which differ between machines
 
 
+def file_names(v):
+    """`v` with every path cut to its file name ('massive:/a/data/massive:th' -> 'massive:massive:th'):
+    dataset and corpus files are compared by name, wherever ../shared is on this machine."""
+    if isinstance(v, (list, tuple)):
+        return [file_names(x) for x in v]
+    return re.sub(r"[^:,\s]*/", "", v) if isinstance(v, str) else v
+
+
 def settings_differ(results, script, argv):
     """The flags (but IGNORED) whose value in an existing results.json differs from what `argv` would run."""
     sys.path.insert(0, str(ROOT))
     module = importlib.import_module(script[:-3])  # the method file's own parser gives every default
     want, had = vars(module.parse_args(argv)), json.loads(results.read_text()).get("args", {})
-    return [f"--{k} {had[k]!r} (now {want[k]!r})" for k in want if k in had and k not in IGNORED and had[k] != want[k]]
+    return [f"--{k} {had[k]!r} (now {want[k]!r})" for k in want
+            if k in had and k not in IGNORED and file_names(had[k]) != file_names(want[k])]
 
 
 def main(argv=None):
