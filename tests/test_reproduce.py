@@ -91,6 +91,10 @@ def test_an_existing_result_made_with_other_settings_stops_the_grid(tmp_path, ca
     (out / "results.json").write_text(json.dumps({"args": {**args, "model": "elsewhere/e5", "epochs": 99}}))
     with pytest.raises(SystemExit, match=r"was made with other settings: --epochs 99 \(now 3\)"):
         reproduce.main(argv)
+    first = ["--names", "mtod-es-xeroalign", "mtod-es-target"]  # the first has no results: it would run first
+    with pytest.raises(SystemExit, match=r"was made with other settings"):
+        reproduce.main([*argv, *first])
+    assert not (tmp_path / "spine/mtod-es-xeroalign").exists()  # stopped before running anything
     (out / "results.json").write_text(json.dumps({"args": {**args, "model": "elsewhere/e5"}}))
     reproduce.main(argv)  # same settings (another path to the model): skipped, nothing run
     assert "exists with these settings (model elsewhere/e5), skipped" in capsys.readouterr().out

@@ -14,7 +14,7 @@ make CPU-sized runs; every number in the README says which were used, and --read
 (README_RUNS below). A run whose results.json exists is skipped if it was made with the same settings
 (every flag but the paths --out_dir, --save_dir, --data_dir and --model: trimmed copies of one encoder
 give the same results; use another --out for another encoder; other paths are compared by file name);
-one made with other settings stops the grid.
+one made with other settings stops the grid before it runs anything.
 """
 import argparse
 import importlib
@@ -191,15 +191,16 @@ def main(argv=None):
         raise SystemExit(f"error: no run of --groups {' '.join(a.groups)} matches --only {a.only!r}"
                          + (f" and --names {' '.join(a.names)}" if a.names else ""))
     env = {**os.environ, **({"OMP_NUM_THREADS": str(a.threads), "MKL_NUM_THREADS": str(a.threads)} if a.threads else {})}
+    for out, cmd in [] if a.dry_run else todo:  # before running anything: existing results made otherwise
+        diff = (out / "results.json").is_file() and settings_differ(out / "results.json", cmd[1], cmd[2:])
+        if diff:
+            raise SystemExit(f"error: {out / 'results.json'} was made with other settings: {'; '.join(diff)}. "
+                             "Use another --out, or delete it to rerun.")
     for i, (out, cmd) in enumerate(todo, 1):
         line = shlex.join(["python", *cmd[1:]])
         if a.dry_run:
             print(line)
         elif (out / "results.json").is_file():
-            diff = settings_differ(out / "results.json", cmd[1], cmd[2:])
-            if diff:
-                raise SystemExit(f"error: {out / 'results.json'} was made with other settings: {'; '.join(diff)}. "
-                                 "Use another --out, or delete it to rerun.")
             model = json.loads((out / "results.json").read_text()).get("args", {}).get("model")
             print(f"[{i}/{len(todo)}] exists with these settings (model {model}), skipped: {out}")
         else:
