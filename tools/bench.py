@@ -123,24 +123,24 @@ def run(style, method, model, ca_head, data, device, args, tok):
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and style == "ours" else contextlib.nullcontext()
     params = list(model.parameters()) + list(ca_head.parameters())
     opt = torch.optim.Adam(params, lr=1e-5, fused=device.type in ("cpu", "cuda") and style == "ours")
-    real = processed = flops = 0
+    real = processed = 0
     for i, b in enumerate(data):
         if i == args.warmup:
             if device.type == "cuda":
                 torch.cuda.synchronize()
                 torch.cuda.reset_peak_memory_stats()
             reset_peak_rss()
-            t0, real, processed, flops = time.perf_counter(), 0, 0, 0
+            t0, real, processed = time.perf_counter(), 0, 0
         loss, r, p = step_fn(style, method, model, ca_head, b, device, autocast, args.max_len, tok.pad_token_id)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         real, processed = real + r, processed + p
-        flops += model_flops(b, method, args.n_nonemb, args.layers, args.hidden)
     if device.type == "cuda":
         torch.cuda.synchronize()
     dt = time.perf_counter() - t0
+    flops = sum(model_flops(b, method, args.n_nonemb, args.layers, args.hidden) for b in data[args.warmup:])
     mem = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else peak_rss_mb()
     return {"ex_s": args.steps * args.batch_size / dt, "tok_s": real / dt, "processed_tok_s": processed / dt,
             "flops_s": flops / dt, "mem_mb": mem}

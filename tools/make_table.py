@@ -226,17 +226,17 @@ def table(runs, data, metric, split="test", langs=None):
     lines = ["| method | source | " + " | ".join(cols) + " | avg | seeds | commit |",
              "|---|---|" + "---:|" * (len(cols) + 2) + "---|"]
     for method, rs in runs.items():
-        by_seed, source = {}, {}  # seed -> {column: [values]}: one run covering every language, or one run per language
+        by_seed, seen = {}, {}  # seed -> {column: [values]}: one run covering every language, or one run per language
         for r in rs:
             for c in cols:
                 if c in r["metrics"] and (c != "en" or trained_on_english(r)):
-                    if c != "en" and (seed_of(r), c) in source:  # English is shared by per-language runs; nothing else
-                        raise ValueError(f"two {method} runs of seed {seed_of(r)} report {c}: {source[seed_of(r), c]} "
-                                         f"and {r.get('path')}")
-                    source[seed_of(r), c] = r.get("path")
+                    key = seed_of(r), c
+                    if c != "en" and key in seen:  # English is shared by per-language runs; nothing else
+                        raise ValueError(f"two {method} runs of seed {key[0]} report {c}: {seen[key]} and {r.get('path')}")
+                    seen[key] = r.get("path")
                     if metric not in r["metrics"][c].get(split, {}):
                         raise ValueError(f"{r.get('path')}: no {split} {metric} for {c}")
-                    by_seed.setdefault(seed_of(r), {}).setdefault(c, []).append(r["metrics"][c][split][metric])
+                    by_seed.setdefault(key[0], {}).setdefault(c, []).append(r["metrics"][c][split][metric])
         by_seed = {s: {c: statistics.mean(v) for c, v in cs.items()} for s, cs in by_seed.items()}  # runs of a seed: mean
         vals = {c: [v[c] for v in by_seed.values() if c in v] for c in cols}
         complete = [v for v in by_seed.values() if all(c in v for c in langs)]

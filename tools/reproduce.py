@@ -27,6 +27,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # settings_differ imports the method files for their parsers
 FOLDERS = {"mtod": "mtod", "matis": "multiatis", "massive": "massive", "sts": "sts", "xnli": "xnli",
            "pawsx": "pawsx"}  # under --data_root
 LANGS = {"mtod": ["es", "th"], "matis": ["de", "es", "fr", "hi", "ja", "pt", "tr", "zh"],
@@ -130,7 +131,6 @@ def file_names(v):
 
 def settings_differ(results, script, argv):
     """The flags (but IGNORED) whose value in an existing results.json differs from what `argv` would run."""
-    sys.path.insert(0, str(ROOT))
     module = importlib.import_module(script[:-3])  # the method file's own parser gives every default
     want, had = vars(module.parse_args(argv)), json.loads(results.read_text()).get("args", {})
     return [f"--{k} {had[k]!r} (now {want[k]!r})" for k in want
