@@ -1,5 +1,6 @@
 """tools/reproduce.py --dry_run lists commands that each method file's own parser accepts."""
 import importlib
+import json
 import shlex
 import sys
 
@@ -58,7 +59,7 @@ def test_every_committed_result_is_a_readme_run_with_its_settings():
     for path in results:
         cmd = by_out.get(str(path.parent))
         assert cmd, f"{path}: no --readme_runs command writes here"
-        assert reproduce.settings_differ(path, cmd[1], cmd[2:]) == [], path
+        assert reproduce.settings_differ(json.loads(path.read_text()).get("args", {}), cmd[1], cmd[2:]) == [], path
 
 
 def test_readme_reproduce_commands_are_readme_runs(capsys):
@@ -81,7 +82,6 @@ def test_readme_reproduce_commands_are_readme_runs(capsys):
 
 
 def test_an_existing_result_made_with_other_settings_stops_the_grid(tmp_path, capsys):
-    import json
     import pytest
     import xeroalign
     argv = ["--groups", "spine", "--names", "mtod-es-target", "--seeds", "1", "--out", str(tmp_path), "--extra", "--epochs 3"]

@@ -129,10 +129,11 @@ def file_names(v):
     return re.sub(r"[^:,\s]*/", "", v) if isinstance(v, str) else v
 
 
-def settings_differ(results, script, argv):
-    """The flags (but IGNORED) whose value in an existing results.json differs from what `argv` would run."""
+def settings_differ(had, script, argv):
+    """The flags (but IGNORED) whose value in `had`, an existing results.json's args, differs from what
+    `argv` would run."""
     module = importlib.import_module(script[:-3])  # the method file's own parser gives every default
-    want, had = vars(module.parse_args(argv)), json.loads(results.read_text()).get("args", {})
+    want = vars(module.parse_args(argv))
     return [f"--{k} {had[k]!r} (now {want[k]!r})" for k in want
             if k in had and k not in IGNORED and file_names(had[k]) != file_names(want[k])]
 
@@ -191,18 +192,20 @@ def main(argv=None):
         raise SystemExit(f"error: no run of --groups {' '.join(a.groups)} matches --only {a.only!r}"
                          + (f" and --names {' '.join(a.names)}" if a.names else ""))
     env = {**os.environ, **({"OMP_NUM_THREADS": str(a.threads), "MKL_NUM_THREADS": str(a.threads)} if a.threads else {})}
-    for out, cmd in [] if a.dry_run else todo:  # before running anything: existing results made otherwise
-        diff = (out / "results.json").is_file() and settings_differ(out / "results.json", cmd[1], cmd[2:])
-        if diff:
-            raise SystemExit(f"error: {out / 'results.json'} was made with other settings: {'; '.join(diff)}. "
-                             "Use another --out, or delete it to rerun.")
+    existing = {}  # out -> its results.json's args, read once; before anything runs, ones made otherwise stop the grid
+    for out, cmd in [] if a.dry_run else todo:
+        if (out / "results.json").is_file():
+            existing[out] = json.loads((out / "results.json").read_text()).get("args", {})
+            diff = settings_differ(existing[out], cmd[1], cmd[2:])
+            if diff:
+                raise SystemExit(f"error: {out / 'results.json'} was made with other settings: {'; '.join(diff)}. "
+                                 "Use another --out, or delete it to rerun.")
     for i, (out, cmd) in enumerate(todo, 1):
         line = shlex.join(["python", *cmd[1:]])
         if a.dry_run:
             print(line)
-        elif (out / "results.json").is_file():
-            model = json.loads((out / "results.json").read_text()).get("args", {}).get("model")
-            print(f"[{i}/{len(todo)}] exists with these settings (model {model}), skipped: {out}")
+        elif out in existing:
+            print(f"[{i}/{len(todo)}] exists with these settings (model {existing[out].get('model')}), skipped: {out}")
         else:
             print(f"[{i}/{len(todo)}] {line}", flush=True)
             out.mkdir(parents=True, exist_ok=True)
