@@ -58,8 +58,15 @@ class DataError(ValueError):
     """Malformed input: the message starts with `file:line:`."""
 
 
+class LineId(str):
+    """An id made up from a file name and line number (`train.txt:7`) for a record whose file has no
+    id column. It equals the plain string, but it is a position, not a key: `load_translations`
+    never pairs such ids across languages (rows of different languages are not parallel by line)."""
+
+
 DATA_NOTES = []  # defects counted while loading (printed by each run, stored in results.json)
 
+DEMO_DIR = Path(__file__).resolve().parent / "data" / "demo"  # the embedded demo, found from any working directory
 INTENT_SLOT = ("mtop", "mtod", "matis", "massive", "demo")
 PAIR_TASKS = ("pawsx", "xnli")
 DATASETS = INTENT_SLOT + PAIR_TASKS
@@ -91,11 +98,44 @@ PUBLISHED = {
 }
 
 
+def _utf8_error(path):
+    """DataError for the first byte of `path` that is not UTF-8: `file:line: ... (byte 0x.. at column c)`."""
+    raw = Path(path).read_bytes()
+    bom = 3 if raw.startswith(b"\xef\xbb\xbf") else 0
+    try:
+        raw[bom:].decode("utf-8")
+        return DataError(f"{path}: not valid UTF-8")
+    except UnicodeDecodeError as e:
+        pos = bom + e.start
+    start = max(raw.rfind(b"\n", 0, pos), raw.rfind(b"\r", 0, pos)) + 1  # line ends as open() reads them
+    line = len(raw[:start].splitlines()) + 1
+    col = len(raw[start:pos].decode("utf-8-sig", errors="replace")) + 1
+    return DataError(f"{path}:{line}: not valid UTF-8 (byte 0x{raw[pos]:02x} at column {col})")
+
+
+def _open_text(path, **kw):
+    """open() for reading UTF-8 text; a byte-order mark at the start is dropped."""
+    return open(path, encoding="utf-8-sig", **kw)
+
+
+def _read_text(path):
+    """The whole text of a UTF-8 file (byte-order mark dropped); bad bytes: DataError with file:line."""
+    try:
+        with _open_text(path) as f:
+            return f.read()
+    except UnicodeDecodeError:
+        raise _utf8_error(path) from None
+
+
 def _lines(path):
-    """Yield (line_number, line without newline) of a UTF-8 text file."""
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            yield n, line.rstrip("\n").rstrip("\r")
+    """Yield (line_number, line without newline) of a UTF-8 text file (a byte-order mark is dropped;
+    bytes that are not UTF-8 raise DataError with file:line)."""
+    try:
+        with _open_text(path) as f:
+            for n, line in enumerate(f, 1):
+                yield n, line.rstrip("\n").rstrip("\r")
+    except UnicodeDecodeError:
+        raise _utf8_error(path) from None
 
 
 def _need(path, data):
@@ -113,14 +153,17 @@ def _need(path, data):
 def read_mtop(path):
     """MTOP: [id,] intent, slots `start:end:SL:TYPE,...`, utterance, domain, locale, decoupled form,
     tokens JSON {"tokens", "tokenSpans": [{"start", "length"}]}. A token is B-TYPE if it starts
-    where the slot starts, I-TYPE if it lies inside the slot (the official preprocessing rule)."""
-    out = []
+    where the slot starts, I-TYPE if it lies inside the slot (the official preprocessing rule).
+    A slot must start at a token and not end inside one. Spans that overlap or repeat an earlier
+    span of their row are kept and counted in DATA_NOTES: on a shared token the span listed later
+    wins. Copies without the id column (7 columns) get LineIds, which never pair across languages."""
+    out, overlaps = [], []
     for n, line in _lines(path):
         if not line.strip():
             continue
         cols = line.split("\t")
         if len(cols) == 7:  # copies made before the id column was added
-            cols = [f"{Path(path).name}:{n}"] + cols
+            cols = [LineId(f"{Path(path).name}:{n}")] + cols
         if len(cols) != 8:
             raise DataError(f"{path}:{n}: expected 8 tab-separated columns (7 without the id), found {len(cols)}")
         uid, intent, slots, utt, _, _, _, tok_json = cols
@@ -130,7 +173,9 @@ def read_mtop(path):
             words = toks["tokens"]
         except (ValueError, KeyError, TypeError) as e:
             raise DataError(f"{path}:{n}: column 8 is not a tokens JSON with tokenSpans ({e})") from None
-        tags = ["O"] * len(words)
+        if len(words) != len(spans):
+            raise DataError(f"{path}:{n}: {len(words)} tokens but {len(spans)} tokenSpans in column 8")
+        tags, seen = ["O"] * len(words), []
         for slot in filter(None, slots.split(",")):
             m = re.fullmatch(r"(\d+):(\d+):SL:(.+)", slot)
             if not m:
@@ -138,21 +183,41 @@ def read_mtop(path):
             s, e, name = int(m[1]), int(m[2]), m[3]
             if not 0 <= s < e <= len(utt):
                 raise DataError(f"{path}:{n}: slot {slot!r} lies outside the utterance ({len(utt)} chars)")
+            if all(ts != s for ts, _ in spans):
+                raise DataError(f"{path}:{n}: slot {slot!r} does not start at a token ({utt[s:e]!r} in {utt!r})")
+            for i, (ts, te) in enumerate(spans):
+                if ts < e < te:
+                    raise DataError(f"{path}:{n}: slot {slot!r} ends inside the token {words[i]!r} ({utt[s:e]!r})")
+            if any(s < pe and ps < e for ps, pe in seen):
+                overlaps.append(n)
+            seen.append((s, e))
             for i, (ts, te) in enumerate(spans):
                 if ts == s:
                     tags[i] = "B-" + name
                 elif s < ts and te <= e:
                     tags[i] = "I-" + name
         out.append(Example(uid, words, intent.removeprefix("IN:"), tags))
+    if overlaps:
+        lines = sorted(set(overlaps))
+        DATA_NOTES.append(f"{path}: {len(overlaps)} slot spans overlap or repeat an earlier span of their row "
+                          f"(lines {', '.join(map(str, lines[:10]))}{' ...' if len(lines) > 10 else ''}); "
+                          "on shared tokens the later span's tag wins")
     return out
 
 
 def read_mtod(path):
     """MTOD CoNLL-U: `# text/intent/slots` comments, then idx, token, intent, BIO slot rows
-    (`NoLabel` = O); a blank line ends an utterance."""
-    out, words, tags, intent, start = [], [], [], None, None
+    (`NoLabel` = O); a blank line ends an utterance. A comment after token rows or a second
+    `# text:`/`# intent:` before them (a missing blank line would merge two utterances) and comment
+    lines without token rows are errors."""
+    out, words, tags, intent, start, heads = [], [], [], None, None, set()
     for n, line in list(_lines(path)) + [(None, "")]:
         if line.startswith("#"):
+            head = line.split(":", 1)[0] if line.startswith(("# text:", "# intent:")) else None
+            if words or head and head in heads:
+                raise DataError(f"{path}:{n}: a comment line inside the utterance that begins at line {start}: "
+                                "a blank line must end each utterance")
+            heads.add(head)
             if line.startswith("# intent:"):
                 intent = line.split(":", 1)[1].strip()
             start = start or n
@@ -165,8 +230,10 @@ def read_mtod(path):
             intent = intent or cols[2]
             start = start or n
         elif words:
-            out.append(Example(f"{Path(path).name}:{start}", words, intent, tags))
-            words, tags, intent, start = [], [], None, None
+            out.append(Example(LineId(f"{Path(path).name}:{start}"), words, intent, tags))
+            words, tags, intent, start, heads = [], [], None, None, set()
+        elif start:
+            raise DataError(f"{path}:{start}: an utterance with comment lines but no token rows")
     return out
 
 
@@ -254,7 +321,7 @@ def read_pairs(path, a_col, b_col, label_col, header, data, lang=None, lang_col=
         label = "contradiction" if cols[label_col] == "contradictory" else cols[label_col]
         if label not in PAIR_LABELS[data]:
             raise DataError(f"{path}:{n}: label {label!r} is not one of {PAIR_LABELS[data]}")
-        uid = cols[0] if header and "id" in names else f"{Path(path).name}:{n}"
+        uid = cols[0] if header and "id" in names else LineId(f"{Path(path).name}:{n}")
         out.append(Pair(uid, cols[a_col], cols[b_col], label))
     return out
 
@@ -268,68 +335,137 @@ def massive_file(data_dir, lang, data="massive"):
     return hits[0] if hits else _need(folder / f"{lang}.jsonl", data)
 
 
-def load_split(data, data_dir, lang, split):
-    """Examples of one language and split ('train', 'dev', 'test') from the official layout."""
+def _xtreme_layout(d, lang, split):
+    return (d / f"{split}-{lang}.tsv").is_file() or not (d / "x-final").is_dir() and not (d / "XNLI-1.0").is_dir()
+
+
+def split_file(data, data_dir, lang, split):
+    """The file of one language's split ('train', 'dev', 'test') in the official layout; DataError
+    naming the expected layout and the download if it is not there."""
     d = Path(data_dir)
     if data == "mtop":
-        return read_mtop(_need(d / lang / f"{SPLIT_NAMES[data][split]}.txt", data))
+        return _need(d / lang / f"{SPLIT_NAMES[data][split]}.txt", data)
     if data == "mtod":  # <lang>/train-<lang>.conllu; some copies name Thai train-th_TH.conllu
         name = f"{SPLIT_NAMES[data][split]}-{lang}"
         hits = sorted((d / lang).glob(f"{name}_*.conllu")) if not (d / lang / f"{name}.conllu").is_file() else []
-        return read_mtod(_need(hits[0] if hits else d / lang / f"{name}.conllu", data))
+        return _need(hits[0] if hits else d / lang / f"{name}.conllu", data)
     if data == "matis":
-        return read_matis(_need(d / f"{split}_{lang.upper()}.tsv", data))
+        return _need(d / f"{split}_{lang.upper()}.tsv", data)
     if data in ("massive", "demo"):
-        return read_massive(massive_file(d, lang, data), split)
-    if (d / f"{split}-{lang}.tsv").is_file() or not (d / "x-final").is_dir() and not (d / "XNLI-1.0").is_dir():
-        return read_pairs(_need(d / f"{split}-{lang}.tsv", data), 0, 1, 2, False, data)  # XTREME layout
+        return massive_file(d, lang, data)
+    if _xtreme_layout(d, lang, split):
+        return _need(d / f"{split}-{lang}.tsv", data)
     if data == "pawsx":
         name = "train" if lang == "en" else "translated_train"
         name = name if split == "train" else SPLIT_NAMES[data][split]
-        return read_pairs(_need(d / "x-final" / lang / f"{name}.tsv", data),
-                          "sentence1", "sentence2", "label", True, data)
+        return _need(d / "x-final" / lang / f"{name}.tsv", data)
     if split == "train":
-        return read_pairs(_need(d / "XNLI-MT-1.0" / "multinli" / f"multinli.train.{lang}.tsv", data),
-                          "premise", "hypo", "label", True, data)
-    return read_pairs(_need(d / "XNLI-1.0" / f"xnli.{split}.tsv", data), "sentence1", "sentence2",
-                      "gold_label", True, data, lang=lang, lang_col="language")
+        return _need(d / "XNLI-MT-1.0" / "multinli" / f"multinli.train.{lang}.tsv", data)
+    return _need(d / "XNLI-1.0" / f"xnli.{split}.tsv", data)
 
 
-def languages(data, data_dir):
-    """Every language (other than English) the dataset folder holds, for `--lang all`."""
+def load_split(data, data_dir, lang, split):
+    """Examples of one language and split ('train', 'dev', 'test') from the official layout. A split
+    without examples (an empty file, a header only, no MASSIVE row of that partition) is an error."""
+    d, f = Path(data_dir), split_file(data, data_dir, lang, split)
+    if data == "mtop":
+        out = read_mtop(f)
+    elif data == "mtod":
+        out = read_mtod(f)
+    elif data == "matis":
+        out = read_matis(f)
+    elif data in ("massive", "demo"):
+        out = read_massive(f, split)
+    elif _xtreme_layout(d, lang, split):
+        out = read_pairs(f, 0, 1, 2, False, data)
+    elif data == "pawsx":
+        out = read_pairs(f, "sentence1", "sentence2", "label", True, data)
+    elif split == "train":
+        out = read_pairs(f, "premise", "hypo", "label", True, data)
+    else:
+        out = read_pairs(f, "sentence1", "sentence2", "gold_label", True, data, lang=lang, lang_col="language")
+    if not out:
+        raise DataError(f"{f}: no examples" + _why_empty(data, f, lang, split))
+    return out
+
+
+def _why_empty(data, f, lang, split):
+    """What an empty split's file holds instead, for the error message."""
+    if data in ("massive", "demo"):
+        parts = set()
+        for _, line in _lines(f):
+            with contextlib.suppress(ValueError, TypeError, KeyError):
+                parts.add(str(json.loads(line)["partition"]))
+        return f" with partition {split!r} (partitions found: {', '.join(sorted(parts)) or 'none'})"
+    if f.name.startswith("xnli."):
+        return f" for language {lang!r} (languages found: {', '.join(_xnli_languages(f.parent)) or 'none'})"
+    skipped = [n[len(f"{f}: "):] for n in DATA_NOTES if n.startswith(f"{f}: ")]
+    return f" ({skipped[-1]})" if skipped else f" (the {lang} {split} split is empty or only a header)"
+
+
+def _xnli_languages(folder):
+    """The `language` column of XNLI-1.0's xnli.dev.tsv and xnli.test.tsv (those that exist)."""
+    found = set()
+    for f in (folder / "xnli.dev.tsv", folder / "xnli.test.tsv"):
+        if f.is_file():
+            found |= {line.split("\t")[0] for n, line in _lines(f) if n > 1 and line.strip()}
+    return sorted(found)
+
+
+def _found_languages(data, data_dir):
+    """Every language the dataset folder holds (English included), from whichever splits exist."""
     d = Path(data_dir)
     if data in ("mtop", "mtod"):
         found = [p.name for p in d.iterdir() if p.is_dir() and p.name != "translate-train"]
     elif data == "matis":
-        found = [p.stem.split("_")[1].lower() for p in d.glob("test_*.tsv")]
+        found = [p.stem.split("_")[1].lower() for s in ("train", "dev", "test") for p in d.glob(f"{s}_*.tsv")]
     elif data in ("massive", "demo"):
         found = [p.stem.split("-")[0] for p in (d / "data").glob("*.jsonl")]
     elif (d / "x-final").is_dir():
         found = [p.name for p in (d / "x-final").iterdir() if p.is_dir()]
     elif (d / "XNLI-1.0").is_dir():
-        found = {r.split("\t")[0] for r in (d / "XNLI-1.0" / "xnli.test.tsv").read_text("utf-8").splitlines()[1:]}
+        found = _xnli_languages(d / "XNLI-1.0")
     else:
-        found = [p.stem.split("-", 1)[1] for p in d.glob("dev-*.tsv")]
-    return sorted(set(found) - {"en"})
+        found = [p.stem.split("-", 1)[1] for s in ("train", "dev", "test") for p in d.glob(f"{s}-*.tsv")]
+    return sorted(set(found))
+
+
+def languages(data, data_dir):
+    """Every language (other than English) the dataset folder holds, for `--lang all`."""
+    return [x for x in _found_languages(data, data_dir) if x != "en"]
 
 
 def resolve_langs(spec, data, data_dir):
-    """`--lang de,es` or `all` -> ['de', 'es']."""
+    """`--lang de,es` or `all` -> ['de', 'es']. Each language named must be in the folder."""
     if not Path(data_dir).is_dir():
         url, layout = PUBLISHED[data]
         raise DataError(f"{data_dir}: dataset folder not found. The {data} loader expects {layout}. "
                         f"Published at: {url}" + (f" (python common.py download {data})" if data in DOWNLOADS else ""))
-    langs = languages(data, data_dir) if spec == "all" else [x.strip() for x in spec.split(",") if x.strip()]
+    if spec == "all":
+        langs = languages(data, data_dir)
+    else:
+        langs = [x.strip() for x in spec.split(",")]
+        if not all(langs):
+            raise DataError(f"{data_dir}: --lang {spec}: an empty item in the list (a doubled or trailing comma?)")
+        found = _found_languages(data, data_dir)
+        folder = Path(data_dir) / "data"  # MASSIVE also takes a full locale: de-DE
+        missing = [x for x in langs if not (x in found or data == "matis" and x.lower() in found
+                                            or data in ("massive", "demo") and (folder / f"{x}.jsonl").is_file())]
+        if missing:
+            raise DataError(f"{data_dir}: --lang {','.join(missing)}: no {', '.join(missing)} data here "
+                            f"(found: {', '.join(found) or 'none'})")
     if not langs:
         raise DataError(f"{data_dir}: no target languages found for --lang {spec}")
     return langs
 
 
-def load_translations(data, data_dir, lang, english):
+def load_translations(data, data_dir, lang, english, train_lang="en"):
     """Translations of the English training examples into `lang`, index-aligned with `english`
-    (None where one is missing). Text only: the target labels are never read. A line-aligned
+    (None where one is missing). Text only: the target labels are never trained on. A line-aligned
     `translate-train/<lang>.txt` (or .tsv for pairs) beside the dataset wins (machine translation,
-    as in the papers); otherwise parallel datasets are paired by id."""
+    as in the papers); blank lines there are missing translations (counted in DATA_NOTES). Otherwise
+    parallel datasets are paired by id (never by LineIds, made up from line numbers); for intent/slot
+    data the share of pairs whose intents agree is noted, and an implausibly low one is an error."""
     d = Path(data_dir)
     mt = d / "translate-train" / f"{lang}.{'tsv' if data in PAIR_TASKS else 'txt'}"
     if mt.is_file() or data == "mtod":
@@ -337,20 +473,38 @@ def load_translations(data, data_dir, lang, english):
         if len(lines) != len(english):
             raise DataError(f"{mt}: {len(lines)} lines, but the English train set has {len(english)} "
                             f"examples; the file must be line-aligned with it ({_train_file(data, d)})")
+        blank = [n for n, line in enumerate(lines, 1) if not line.strip()]
+        if blank:
+            DATA_NOTES.append(f"{mt}: {len(blank)} blank lines (missing translations; lines "
+                              f"{', '.join(map(str, blank[:10]))}{' ...' if len(blank) > 10 else ''})")
         if data in PAIR_TASKS:
             for n, line in enumerate(lines, 1):
-                if line.count("\t") < 1:
+                if line.strip() and line.count("\t") < 1:
                     raise DataError(f"{mt}:{n}: expected sentence1<TAB>sentence2")
-            return [tuple(line.split("\t")[:2]) for line in lines]
-        return lines
+            return [tuple(line.split("\t")[:2]) if line.strip() else None for line in lines]
+        return [line if line.strip() else None for line in lines]
     if data == "xnli" and (d / "XNLI-MT-1.0").is_dir():  # XNLI-MT is line-aligned, not keyed by id
         target = load_split(data, data_dir, lang, "train")
         if len(target) != len(english):
             raise DataError(f"{d}/XNLI-MT-1.0/multinli/multinli.train.{lang}.tsv: {len(target)} pairs, "
                             f"but the English file has {len(english)}; they must be line-aligned")
         return [(t.a, t.b) for t in target]
-    by_id = {t.id: t for t in load_split(data, data_dir, lang, "train")}
-    out = [by_id.get(e.id) for e in english]
+    try:
+        split_file(data, data_dir, lang, "train")
+    except DataError as e:  # no target train file: nothing to pair with
+        raise DataError(f"{_no_translations(data, data_dir, lang, len(english))} ({e})") from None
+    by_id = {t.id: t for t in load_split(data, data_dir, lang, "train") if not isinstance(t.id, LineId)}
+    out = [None if isinstance(e.id, LineId) else by_id.get(e.id) for e in english]
+    pairs = [(e, t) for e, t in zip(english, out) if t is not None]
+    if data in INTENT_SLOT and pairs:
+        share = sum(e.intent == t.intent for e, t in pairs) / len(pairs)
+        tgt = split_file(data, data_dir, lang, "train")
+        if share < 0.5 and len(pairs) >= 20:
+            raise DataError(f"{split_file(data, data_dir, train_lang, 'train')}, {tgt}: paired by id, the intent "
+                            f"agrees on only {share:.1%} of {len(pairs)} pairs: the same ids do not name translations "
+                            f"of the same utterance here (give line-aligned translations in {mt} instead)")
+        DATA_NOTES.append(f"{data}/{lang}: paired {len(pairs)} of {len(english)} English training examples by id "
+                          f"with {tgt}; the intent agrees on {share:.1%} of the pairs")
     return [None if t is None else (t.a, t.b) if data in PAIR_TASKS else " ".join(t.words) for t in out]
 
 
@@ -396,11 +550,17 @@ def read_sts(path):
     import csv
     path, out = Path(path), []
     if path.name.startswith("stsb-"):
-        with open(path, encoding="utf-8", newline="") as f:
-            for n, row in enumerate(csv.reader(f), 1):
-                if len(row) != 3:
-                    raise DataError(f"{path}:{n}: expected 3 comma-separated fields sentence1,sentence2,score, found {len(row)}")
-                out.append(StsPair(row[0], row[1], _score(row[2], f"{path}:{n}"), (round(float(row[2]), 3),), f"{path}:{n}"))
+        try:
+            with _open_text(path, newline="") as f:
+                rows = list(enumerate(csv.reader(f), 1))
+        except UnicodeDecodeError:
+            raise _utf8_error(path) from None
+        for n, row in rows:
+            if not row or len(row) == 1 and not row[0].strip():  # a blank line: skipped, as by every loader
+                continue
+            if len(row) != 3:
+                raise DataError(f"{path}:{n}: expected 3 comma-separated fields sentence1,sentence2,score, found {len(row)}")
+            out.append(StsPair(row[0], row[1], _score(row[2], f"{path}:{n}"), (round(float(row[2]), 3),), f"{path}:{n}"))
         return out
     for n, line in _lines(path):
         cols = line.split("\t")
@@ -446,9 +606,29 @@ def sts_file(data_dir, lang, split):
     return _need(d / "stsb-multi-mt" / f"stsb-{lang}-{split}.csv", "sts")
 
 
-def load_sts(data_dir, lang, split):
+def demo_sts(data_dir, lang, split):
+    """STS pairs made from the embedded demo's parallel utterances, for `sentence_mapping.py --data
+    demo`: the split's utterances ordered by (intent, id), each paired with the next one (mostly the
+    same intent) and with the one half the list away (mostly another intent); gold similarity 5 for
+    the same intent and the same slot types, 3 for the same intent, 0 otherwise. The demo's files
+    are translations of each other with equal ids, so every language gets the same pairs in the same
+    order (row-parallel, as STS-B and its translations)."""
+    xs = sorted(load_split("demo", data_dir, lang, split), key=lambda e: (e.intent, e.id))
+    n, out = len(xs), []
+    for i, a in enumerate(xs):
+        for b in (xs[(i + 1) % n], xs[(i + n // 2) % n]):
+            same_slots = {strip_bio(t) for t in a.slots} == {strip_bio(t) for t in b.slots}
+            score = 0.0 if a.intent != b.intent else 5.0 if same_slots else 3.0
+            out.append(StsPair(" ".join(a.words), " ".join(b.words), score, (a.id, b.id, score),
+                               f"{massive_file(data_dir, lang, 'demo')}: ids {a.id}, {b.id}"))
+    return out
+
+
+def load_sts(data_dir, lang, split, data="sts"):
     """STS pairs of one language and split; `sem17-<track>` (e.g. sem17-track3) reads SemEval-2017's
-    test files found anywhere under <data_dir>/semeval2017."""
+    test files found anywhere under <data_dir>/semeval2017; data='demo' makes them from the demo."""
+    if data == "demo":
+        return demo_sts(data_dir, lang, split)
     if lang.startswith("sem17-"):
         track, root = lang[len("sem17-"):], Path(data_dir) / "semeval2017"
         if split != "test":
@@ -526,7 +706,7 @@ def read_squad(path):
     "question", "answers": [{"text", "answer_start"}]}]}]}]}. An answer whose text is not found at
     its answer_start cannot be a training span: it is dropped and counted in DATA_NOTES."""
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        data = json.loads(_read_text(path))
     except json.JSONDecodeError as e:
         raise DataError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
     out, bad = [], 0
@@ -741,7 +921,10 @@ def encode(tok, ex, labels, max_len, where=""):
         if len(enc["input_ids"]) > max_len:
             _count_cut(where)
             enc = tok(ex.a, ex.b, truncation="longest_first", max_length=max_len)
-        return {"input_ids": enc["input_ids"], "intent": _index(labels.intents, ex.label)}
+        item = {"input_ids": enc["input_ids"], "intent": _index(labels.intents, ex.label)}
+        if "token_type_ids" in enc:  # BERT-style tokenizers: segment 0 for a, 1 for b
+            item["token_type_ids"] = enc["token_type_ids"]
+        return item
     enc = tok(ex.words, is_split_into_words=True)
     ids, wids = enc["input_ids"], enc.word_ids()
     if len(ids) > max_len:
@@ -773,10 +956,14 @@ def notes():
     return DATA_NOTES + [f"{w}: {n} inputs longer than --max_len were cut" for w, n in CUT.items()]
 
 
-def encode_text(tok, text, max_len):
-    """A translation for alignment: the whole sentence (or sentence pair), truncated to max_len."""
+def encode_text(tok, text, max_len, with_types=False):
+    """A translation for alignment: the whole sentence (or sentence pair), truncated to max_len.
+    Returns its input ids, or with_types (input ids, token type ids or None) where a BERT-style
+    tokenizer gives a sentence pair segment ids."""
     enc = tok(*text, truncation="longest_first", max_length=max_len) if isinstance(text, tuple) \
         else tok(text, truncation=True, max_length=max_len)
+    if with_types:
+        return enc["input_ids"], enc["token_type_ids"] if isinstance(text, tuple) and "token_type_ids" in enc else None
     return enc["input_ids"]
 
 
@@ -790,7 +977,8 @@ def _index(vocab, item, unknown=-1):
 def collate(items, pad_id):
     """Pad a list of encoded items to the longest sequence in the batch (English and, if present,
     one translation per item, chosen at random among its languages, padded to the same length)."""
-    tgt = [random.choice(it["tgt"]) if it.get("tgt") else [] for it in items] if "tgt" in items[0] else None
+    pick = [random.randrange(len(it["tgt"])) if it.get("tgt") else None for it in items] if "tgt" in items[0] else None
+    tgt = [it["tgt"][k] if k is not None else [] for it, k in zip(items, pick)] if pick else None
     T = max(len(it["input_ids"]) for it in items)
     if tgt is not None:
         T = max(T, max(map(len, tgt)))
@@ -801,6 +989,8 @@ def collate(items, pad_id):
     ids = pad([it["input_ids"] for it in items], pad_id)
     batch = {"input_ids": ids, "attention_mask": (ids != pad_id).long(),
              "intent": torch.tensor([it["intent"] for it in items])}
+    if "token_type_ids" in items[0]:  # BERT-style segment ids of sentence pairs
+        batch["token_type_ids"] = pad([it["token_type_ids"] for it in items], 0)
     if "slot_labels" in items[0]:
         batch["slot_labels"] = pad([it["slot_labels"] for it in items], -100)
         batch["starts"] = [it["starts"] for it in items]
@@ -808,6 +998,8 @@ def collate(items, pad_id):
         batch["tgt_input_ids"] = pad(tgt, pad_id)
         batch["tgt_attention_mask"] = (batch["tgt_input_ids"] != pad_id).long()
         batch["has_tgt"] = torch.tensor([len(t) > 0 for t in tgt])
+        if "tgt_types" in items[0]:
+            batch["tgt_token_type_ids"] = pad([it["tgt_types"][k] if k is not None else [] for it, k in zip(items, pick)], 0)
     return batch
 
 
@@ -836,15 +1028,37 @@ def load_data(args, langs, align):
     if 0 < args.limit_train < len(full):
         keep = sorted(random.Random(0).sample(keep, args.limit_train))
     train = [full[i] for i in keep]
-    trans = {lang: load_translations(args.data, args.data_dir, lang, full) for lang in langs} if align else {}
-    trans = {lang: [t[i] for i in keep] for lang, t in trans.items()}
+    found = {lang: load_translations(args.data, args.data_dir, lang, full, args.train_lang)
+             for lang in langs} if align else {}
+    trans = {lang: [t[i] for i in keep] for lang, t in found.items()}
     for lang, t in trans.items():
+        if t.count(None) == len(t):
+            in_full = len(found[lang]) - found[lang].count(None)
+            raise DataError(_no_translations(args.data, args.data_dir, lang, len(t), in_full))
         if None in t:
             DATA_NOTES.append(f"{args.data}/{lang}: {t.count(None)} of {len(t)} English training examples "
                               "have no translation; they get no alignment loss")
     evals = {lang: {s: load_split(args.data, args.data_dir, lang, s) for s in ("dev", "test")}
              for lang in dict.fromkeys(["en", *langs])}
     return train, trans, evals
+
+
+def _no_translations(data, data_dir, lang, n, in_full=0):
+    """The message for alignment without a single translation: where they are looked for."""
+    d = Path(data_dir)
+    mt = d / "translate-train" / f"{lang}.{'tsv' if data in PAIR_TASKS else 'txt'}"
+    if in_full:
+        where = f"the full training set has {in_full} (from {mt} or by id), but none is among those --limit_train keeps"
+    elif mt.is_file() or data == "mtod":
+        where = f"{mt} has only blank lines"
+    else:
+        try:
+            target = split_file(data, data_dir, lang, "train")
+        except DataError:
+            target = f"the {lang} train file"
+        where = (f"found neither {mt} (line-aligned translations) nor training examples with the same ids "
+                 f"in {target}")
+    return f"{d}: --lang {lang}: no translations of the {n} training examples for alignment: {where}"
 
 
 def dev_halves(args, langs, align):
@@ -888,7 +1102,10 @@ def train_items(tok, train, labels, trans, max_len, where):
     items = [encode(tok, e, labels, max_len, where) for e in train]
     if trans:
         for i, it in enumerate(items):
-            it["tgt"] = [encode_text(tok, t[i], max_len) for t in trans.values() if t[i]]
+            enc = [encode_text(tok, t[i], max_len, with_types=True) for t in trans.values() if t[i]]
+            it["tgt"] = [ids for ids, _ in enc]
+            if "token_type_ids" in it:  # sentence pairs with segment ids: their translations too
+                it["tgt_types"] = [types for _, types in enc]
     return items
 
 
@@ -914,9 +1131,30 @@ def prepare(args, align, tagging="io"):
 
 
 def encode_evals(tok, evals, labels, args):
-    """{lang: {split: examples}} -> {lang: {split: (examples, encoded items)}}."""
+    """{lang: {split: examples}} -> {lang: {split: (examples, encoded items)}}. Intents and slot
+    types that the training set lacks (the model cannot predict them) are counted in DATA_NOTES."""
+    for lang, d in evals.items():
+        for s, xs in d.items():
+            _count_unseen(f"{args.data}/{lang}/{s}", xs, labels)
     return {lang: {s: (xs, [encode(tok, e, labels, args.max_len, f"{args.data}/{lang}/{s}") for e in xs])
                    for s, xs in d.items()} for lang, d in evals.items()}
+
+
+def _count_unseen(where, examples, labels):
+    def names(xs):
+        xs = sorted(set(xs))
+        return f" ({', '.join(xs[:10])}{' ...' if len(xs) > 10 else ''})"
+    exs = [e for e in examples if isinstance(e, Example)]
+    intents = [e.intent for e in exs if e.intent not in labels.intents]
+    words = sum(len(e.slots) for e in exs)
+    slots = [labels.tag(t) for e in exs for t in e.slots if labels.tag(t) not in labels.slots]
+    parts = []
+    if intents:
+        parts.append(f"{len(intents)} of {len(exs)} examples have an intent never seen in training" + names(intents))
+    if slots:
+        parts.append(f"{len(slots)} of {words} words have a slot type never seen in training" + names(map(strip_bio, slots)))
+    if parts:
+        DATA_NOTES.append(f"{where}: {'; '.join(parts)}")
 
 
 # ----------------------------------------------------------------------------- model
@@ -934,15 +1172,20 @@ class TaskModel(nn.Module):
         super().__init__()
         if cls == "pooler" and getattr(encoder, "pooler", None) is None:
             raise ValueError("--cls pooler: this encoder has no pooler; use --cls first")
+        if cls == "first" and getattr(encoder, "pooler", None) is not None:
+            encoder.pooler = None  # not computed when unused (an unused parameter also breaks DDP)
         self.encoder, self.cls = encoder, cls
         h = encoder.config.hidden_size
         self.intent_head = nn.Linear(h, n_classes)
         self.slot_head = nn.Linear(h, n_slots) if n_slots else None
         self.train()  # from_pretrained returns the encoder in eval mode: dropout on from the first step
 
-    def forward(self, input_ids, attention_mask):
-        """Returns (cls (B, d), class logits (B, C), slot logits (B, T, S) or None, token states (B, T, d))."""
-        out = self.encoder(input_ids=input_ids, attention_mask=attention_mask)
+    def forward(self, input_ids, attention_mask, token_type_ids=None):
+        """Returns (cls (B, d), class logits (B, C), slot logits (B, T, S) or None, token states (B, T, d)).
+        token_type_ids: segment ids of a BERT-style tokenizer (None: every token in segment 0)."""
+        if getattr(self.encoder.config, "type_vocab_size", 1) < 2:
+            token_type_ids = None  # one segment embedding (XLM-R): nothing to pass
+        out = self.encoder(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
         h_tok = out.last_hidden_state
         h_cls = out.pooler_output if self.cls == "pooler" else h_tok[:, 0]
         slot_logits = self.slot_head(h_tok) if self.slot_head is not None else None
@@ -978,16 +1221,60 @@ def load_encoder(name, texts=(), out_dir=None, max_len=128):
     path = Path(name).expanduser()
     if path.is_dir():
         name = str(path)
+        check_model_folder(path)
     elif name.startswith((".", "/", "~")) or name.count("/") > 1:  # a path, not an org/name hub id
         raise SystemExit(f"error: --model {name}: no such folder")
+    elif not _cached(name) and not _hub_reachable():
+        raise SystemExit(f"error: --model {name}: not in the local Hugging Face cache and the hub cannot be "
+                         "reached; pass a local folder holding config.json, the weights and the tokenizer files")
     try:
         tok = AutoTokenizer.from_pretrained(name)
         enc = AutoModel.from_pretrained(name)
-    except OSError as e:
+    except (OSError, ValueError) as e:
         raise SystemExit(f"error: --model {name}: could not load it ({str(e).splitlines()[0]}). "
                          "Without network access pass a local folder holding config.json, the weights and "
                          "the tokenizer files (see README: 'A real encoder offline').") from None
+    vocab = enc.get_input_embeddings().num_embeddings
+    if len(tok) > vocab or len(tok) < 0.9 * vocab:
+        raise SystemExit(f"error: --model {name}: the tokenizer has {len(tok)} tokens but the model's vocabulary "
+                         f"{vocab}: they do not belong together (a folder with missing or foreign tokenizer files?)")
     return enc, tok
+
+
+TOKENIZER_FILES = ("tokenizer.json", "sentencepiece.bpe.model", "spiece.model", "vocab.txt", "vocab.json")
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+def check_model_folder(path):
+    """A local model folder must hold what from_pretrained needs: config, weights, tokenizer files."""
+    have = {p.name for p in path.iterdir()}
+    for what, names in (("config.json", ("config.json",)), ("weights", WEIGHT_FILES), ("tokenizer files", TOKENIZER_FILES)):
+        if not have & set(names):
+            raise SystemExit(f"error: --model {path}: the folder has no {what} ({' or '.join(names)}); "
+                             "save both the model and its tokenizer there (save_pretrained)")
+
+
+def _cached(name):
+    """Whether the hub model `name` is in the local Hugging Face cache (config.json there)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+        return isinstance(try_to_load_from_cache(name, "config.json"), str)
+    except Exception:  # an old huggingface_hub or an odd name: let from_pretrained decide
+        return True
+
+
+def _hub_reachable(timeout=3.0):
+    """One quick connection to the hub (HF_ENDPOINT or huggingface.co:443); HF_HUB_OFFLINE=1 means no."""
+    import socket
+    from urllib.parse import urlparse
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return False
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
 
 
 def build_tiny(texts, folder, max_len, vocab_size=2000):
@@ -1025,7 +1312,8 @@ def evaluate(model, examples, items, labels, pad_id, device, autocast, batch_siz
         idx = order[s:s + batch_size]
         b = collate([items[i] for i in idx], pad_id)
         with autocast:
-            _, logits, slot_logits, _ = model(b["input_ids"].to(device), b["attention_mask"].to(device))
+            types = b["token_type_ids"].to(device) if "token_type_ids" in b else None
+            _, logits, slot_logits, _ = model(b["input_ids"].to(device), b["attention_mask"].to(device), types)
         for j, i in enumerate(idx):
             pred_int[i] = logits[j].argmax().item()
             if slot_logits is not None:  # one tag per word; O for words cut off at max_len
@@ -1095,8 +1383,14 @@ def add_run_args(p, datasets=DATASETS, default_data="demo"):
     g.add_argument("--max_len", type=int, default=None, help="max subwords per input (default: the paper's for --data)")
     g.add_argument("--seed", type=int, default=123456789, help="random seed (the official code's)")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True, help="bf16 autocast on CUDA (never on CPU)")
-    g.add_argument("--out_dir", default=None, help="where results.json goes (default runs/<method>/<data>-<lang>-<train_lang>-s<seed>)")
+    g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                   help="bf16 autocast. Default: on CUDA only; --amp also on CPU (opt-in: slower than fp32 for short "
+                        "inputs on CPUs without bf16 units); --no-amp: never")
+    g.add_argument("--out_dir", default=None,
+                   help="where results.json goes (default runs/<method>/<data>-<lang>-<train_lang>-<model>-s<seed>"
+                        "[-steps<N>][-n<limit_train>])")
+    g.add_argument("--overwrite", action="store_true",
+                   help="replace an existing results.json in --out_dir that was made with other settings")
     g.add_argument("--max_steps", type=int, default=0, help="stop after this many optimizer steps (0: no cap; smoke runs)")
     g.add_argument("--limit_train", type=int, default=0, help="train on a fixed random subset of N examples, the same for every seed and method (0: all)")
     g.add_argument("--select_on", choices=["last", "en", "target"], default="last", help="which epoch's model is "
@@ -1107,10 +1401,75 @@ def add_run_args(p, datasets=DATASETS, default_data="demo"):
     return p
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Prints '(default: x)' once: not for options without a default or whose help already says it."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.required or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def check_run_args(p, args):
+    """Run flags that argparse's types cannot check: p.error gives the one-line usage error."""
+    for k in ("batch_size", "epochs", "max_len"):
+        if getattr(args, k, 1) is not None and getattr(args, k, 1) < 1:
+            p.error(f"--{k} must be at least 1, got {getattr(args, k)}")
+    for k in ("lr", "head_lr"):
+        if getattr(args, k, None) is not None and not getattr(args, k) > 0:
+            p.error(f"--{k} must be positive, got {getattr(args, k)}")
+    if args.max_steps < 0 or args.limit_train < 0:
+        p.error("--max_steps and --limit_train must be 0 (no cap) or positive")
+    if args.log_every < 1:
+        p.error(f"--log_every must be at least 1, got {args.log_every}")
+    if args.lang != "all" and any(not x.strip() for x in args.lang.split(",")):
+        p.error(f"--lang {args.lang!r}: an empty language code; give codes separated by commas, e.g. de,es")
+
+
+def default_out_dir(method, args):
+    """runs/<method>/<data>-<lang>-<train_lang>-<model>-s<seed>[-steps<N>][-n<limit_train>]: the flags
+    that most often differ between runs of one method; any other difference is caught by
+    check_out_dir before a run starts."""
+    model = Path(str(args.model).rstrip("/")).name
+    return (f"runs/{method}/{args.data}-{args.lang}-{args.train_lang}-{model}-s{args.seed}"
+            + (f"-steps{args.max_steps}" if args.max_steps else "") + (f"-n{args.limit_train}" if args.limit_train else ""))
+
+
+UNSTORED = {"out_dir", "overwrite", "log_every", "device", "save_dir"}  # where or how, not what
+
+
+def check_out_dir(args, name="results.json"):
+    """Refuse to replace <out_dir>/<name> made with other settings (flags in UNSTORED aside) unless
+    --overwrite: a smoke run must not silently replace a finished run."""
+    path = Path(args.out_dir) / name
+    if not path.exists():
+        return
+    old = read_results(path).get("args", {})
+    if old.get("amp") is True:  # written before --amp could turn bf16 on for the CPU: it meant "on CUDA"
+        old["amp"] = None
+    new = json.loads(json.dumps(vars(args), default=str))
+    diff = sorted(k for k in set(old) | set(new) if k not in UNSTORED and old.get(k) != new.get(k))
+    if diff and not getattr(args, "overwrite", False):
+        raise SystemExit(f"error: {path} holds a run made with other settings ({', '.join(f'--{k}' for k in diff[:6])}"
+                         f"{' ...' if len(diff) > 6 else ''} differ); pass --overwrite to replace it, or another --out_dir")
+    log(f"{path} exists and will be replaced ({'--overwrite' if diff else 'same settings'})")
+
+
+def read_results(path):
+    """A results.json as a dict; a broken or truncated one is an error naming the file."""
+    try:
+        res = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise SystemExit(f"error: {path}: not a readable results file ({e})") from None
+    if not isinstance(res, dict):
+        raise SystemExit(f"error: {path}: not a results file (a JSON object is expected)")
+    return res
+
+
 def setup(args):
     """Seed, device, bf16 autocast context and (under torchrun) the process group. Returns
-    (device, autocast, world): autocast is a no-op context off CUDA or with --no-amp; world is the
-    number of processes (1 without torchrun), which must divide --batch_size."""
+    (device, autocast, world): autocast is bf16 on CUDA by default, on CPU with --amp, never with
+    --no-amp; world is the number of processes (1 without torchrun), which must divide --batch_size."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if args.batch_size % world:
         raise SystemExit(f"error: --batch_size {args.batch_size} must be divisible by the {world} processes")
@@ -1118,9 +1477,19 @@ def setup(args):
     if args.device == "auto":
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     else:
-        device = torch.device(args.device)
+        try:
+            device = torch.device(args.device)
+        except RuntimeError:
+            raise SystemExit(f"error: --device {args.device}: expected auto, cpu, cuda or cuda:N") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise SystemExit(f"error: --device {args.device}: this torch ({torch.__version__}) sees no CUDA GPU; "
+                             "use --device cpu, or install a CUDA build of torch")
+        if device.type not in ("cpu", "cuda"):
+            raise SystemExit(f"error: --device {args.device}: expected auto, cpu, cuda or cuda:N")
+    check_out_dir(args)
     if ddp:
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        if not dist.is_initialized():  # (a caller running several mains in one process starts it once)
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
         if device.type == "cuda":
             device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
             torch.cuda.set_device(device)
@@ -1128,8 +1497,10 @@ def setup(args):
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
-    use_amp = args.amp and device.type == "cuda" and torch.cuda.is_bf16_supported()
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_amp else contextlib.nullcontext()
+    if args.amp and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise SystemExit(f"error: --amp: {torch.cuda.get_device_name(device)} has no bf16 support; use --no-amp")
+    use_amp = args.amp if args.amp is not None else device.type == "cuda" and torch.cuda.is_bf16_supported()
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if use_amp else contextlib.nullcontext()
     return device, autocast, world
 
 
@@ -1177,7 +1548,9 @@ def save_results(out_dir, method, args, metrics, **extra):
            "metrics": metrics, "data_notes": notes(), **extra}
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     path = Path(out_dir) / "results.json"
-    path.write_text(json.dumps(res, indent=2, default=str) + "\n")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # write, then rename: never a truncated file
+    tmp.write_text(json.dumps(res, indent=2, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
     return path
 
 

@@ -4,8 +4,7 @@ Paper: Gritta, Hu & Iacobacci (2022), "CrossAligner & Co: Zero-Shot Transfer Met
        Task-Oriented Cross-lingual Natural Language Understanding", Findings of ACL 2022.
        https://arxiv.org/abs/2203.09982
 Reference code: huawei-noah/noah-research @ aa0f80c, NLP/cross_aligner/train.py (auxiliary losses,
-       CoV weighting), xlm_ra.py (CrossAligner head), alignment.py (multi-hot targets), config/*.sh;
-       ../shared/METHODS.md section 2 describes what it really does.
+       CoV weighting), xlm_ra.py (CrossAligner head), alignment.py (multi-hot targets), config/*.sh.
 
 Usage:
     python crossaligner.py --data mtop --lang th --model xlm-roberta-large
@@ -56,7 +55,7 @@ AUX = ("ctr", "xa", "ca", "ti")  # the official code's order, which the weight v
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=common.HelpFormatter)
     common.add_run_args(p)
     g = p.add_argument_group("method")
     g.add_argument("--aux", nargs="*", choices=AUX, default=["ca"],
@@ -77,10 +76,11 @@ def parse_args(argv=None):
             setattr(args, k, v)
     args.aux = [a for a in AUX if a in args.aux]  # canonical order, no repeats
     args.head_lr = args.head_lr or args.lr
-    args.data_dir = args.data_dir or f"data/{args.data}"
-    name = "+".join(args.aux) + (f"-{args.weighting}" if len(args.aux) > 1 else "") if args.aux else \
+    args.data_dir = args.data_dir or (str(common.DEMO_DIR) if args.data == "demo" else f"data/{args.data}")
+    name = "+".join(args.aux) + (f"-{args.weighting}" if len(args.aux) > 1 or args.weighting == "cov" else "") if args.aux else \
         "zeroshot" if args.train_lang == "en" else "target"
-    args.out_dir = args.out_dir or f"runs/crossaligner/{name}/{args.data}-{args.lang}-{args.train_lang}-s{args.seed}"
+    args.out_dir = args.out_dir or common.default_out_dir(f"crossaligner/{name}", args)
+    common.check_run_args(p, args)
     if args.aux and args.train_lang != "en":
         p.error("the auxiliary losses pair English training data with its translations: use --aux with --train_lang")
     return args
@@ -153,31 +153,41 @@ class CoVWeighting:
         l_{a,t} = L_{a,t} / mean(L_{a,1..t-1}),      w_{a,t} = std(l_{a,1..t}) / mean(l_{a,1..t})
 
     std is the population standard deviation over the ratio history including step t. Edge cases:
-    at step 1 there is no history, l = 1 and w = 1 (the 1+1 sum); a loss that never changes keeps
-    l = 1, so its weight is 0 from step 2 on (CoV gives no weight to a loss that does not move).
+    at a loss's first step there is no history, l = 1 and w = 1 (the 1+1 sum); a loss that never
+    changes keeps l = 1, so its weight is 0 from then on (CoV gives no weight to a loss that does
+    not move). Each loss keeps its own history: a step where a loss is absent (a batch without
+    translations, where XA/CTR/TI are a placeholder zero) is not a sample of that loss, so it
+    enters no statistic and the loss keeps its last weight. A history mean of 0 (a loss that was
+    exactly 0 whenever present) gives l = 1 rather than a division by zero.
 
-    The official code (train.py, METHODS.md 2.6) differs: it uses the ratio statistics of steps
-    before t and adds eps = 1e-8 under the square root, so every weight is exactly 1e-4 at step 2.
-    Statistics are kept with Welford's online update, so memory does not grow with t."""
+    The official code (train.py) differs: it uses the ratio statistics of steps before t and adds
+    eps = 1e-8 under the square root, so every weight is exactly 1e-4 at step 2. Statistics are
+    kept with Welford's online update, so memory does not grow with t."""
 
     def __init__(self, n):
-        self.t = 0
-        self.mean_loss = np.zeros(n)  # mean of L over steps 1..t
-        self.mean_ratio = np.zeros(n)  # mean of l over steps 1..t
+        self.t = np.zeros(n)  # steps at which each loss was present
+        self.mean_loss = np.zeros(n)  # mean of L over those steps
+        self.mean_ratio = np.zeros(n)  # mean of l over those steps
         self.m2_ratio = np.zeros(n)  # sum of squared deviations of l (Welford)
         self.weights = np.ones(n)
 
-    def update(self, losses):
-        """losses: the current auxiliary loss values (floats). Returns this step's weights."""
+    def update(self, losses, present=None):
+        """losses: the current auxiliary loss values (floats); present: which of them are real this
+        step (default all). Returns this step's weights."""
         L = np.asarray(losses, dtype=np.float64)
-        self.t += 1
-        ratio = L / self.mean_loss if self.t > 1 else np.ones_like(L)
-        self.mean_loss += (L - self.mean_loss) / self.t
+        on = np.ones(len(L), bool) if present is None else np.asarray(present, bool)
+        first = on & (self.t == 0)
+        self.t += on
+        safe = np.where(self.mean_loss > 0, self.mean_loss, 1.0)
+        ratio = np.where(first | (self.mean_loss <= 0), 1.0, L / safe)
+        t = np.maximum(self.t, 1)
+        self.mean_loss = np.where(on, self.mean_loss + (L - self.mean_loss) / t, self.mean_loss)
         delta = ratio - self.mean_ratio
-        self.mean_ratio += delta / self.t
-        self.m2_ratio += delta * (ratio - self.mean_ratio)
-        std = np.sqrt(self.m2_ratio / self.t)
-        self.weights = std / self.mean_ratio if self.t > 1 else np.ones_like(L)
+        mean_ratio = self.mean_ratio + delta / t
+        self.m2_ratio = np.where(on, self.m2_ratio + delta * (ratio - mean_ratio), self.m2_ratio)
+        self.mean_ratio = np.where(on, mean_ratio, self.mean_ratio)
+        cov = np.sqrt(self.m2_ratio / t) / np.where(self.t > 0, self.mean_ratio, 1.0)  # ratios are >= 0, mean > 0
+        self.weights = np.where(on, np.where(self.t > 1, cov, 1.0), self.weights)
         return self.weights
 
 
@@ -242,9 +252,12 @@ def main(argv=None):
             if "ti" in args.aux:
                 aux["ti"] = translate_intent_loss(intent_logits[tg][has], intent[has]) if some else zero
             values = [aux[a] for a in args.aux]
-            if cov is not None:
-                weights = cov.update([v.item() for v in values])
+            if cov is not None:  # placeholder zeros (no translation in the batch) are not samples
+                weights = cov.update([v.item() for v in values], [some or a == "ca" for a in args.aux])
             loss = loss_task + sum(float(w) * v for w, v in zip(weights, values))  # Eq. 2
+            if not torch.isfinite(loss):  # stop before a NaN reaches the weights
+                parts = ", ".join(f"{a} {v.item()}" for a, v in zip(args.aux, values))
+                raise SystemExit(f"error: step {step + 1}: the loss is {loss.item()} (task {loss_task.item()}, {parts}); stopping")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

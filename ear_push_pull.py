@@ -1,17 +1,16 @@
 """EAR: Embedding-Push, Attention-Pull and Robust targets from English-only resources, on XLM-R.
 
-Paper: Ding, Wang, Ye & Wang (2022), "Towards Robust Cross-lingual Transfer with English-only
-       Resources" (EAR), COLING 2022. Baseline RS-DA: Huang, Ahmad, Peng & Chang (2021), "Improving
-       Zero-Shot Cross-Lingual Transfer Learning via Robust Training", EMNLP 2021.
+Paper: Ding, Liu, Fang, Mao, Zhao, Zhu, Liu, Tian & Chen (2022), "A Simple and Effective Method to
+       Improve Zero-Shot Cross-Lingual Transfer Learning" (EAR), COLING 2022. Baseline RS-DA: Huang,
+       Ahmad, Peng & Chang (2021), "Improving Zero-Shot Cross-Lingual Transfer Learning via Robust
+       Training", EMNLP 2021.
 Reference code: KB-Ding/EAR @ a9d0700, models/xlmr_ept_apt.py (the losses), utils/perturb_aug_ori.py
-       (augmentation), scripts/*.sh; uclanlp/Robust-XLT @ 175cddb, perturb.py; ../shared/METHODS.md
-       section 4 describes what they really do.
+       (augmentation), scripts/*.sh; uclanlp/Robust-XLT @ 175cddb, perturb.py.
 
 Usage:
     python ear_push_pull.py --data xnli --lang all --model xlm-roberta-base
     python ear_push_pull.py --data pawsx --lang de --model xlm-roberta-base --mode rsda --copies 10
-    python ear_push_pull.py --data demo --lang de --model tiny --ap_layer 1 \\
-        --neighbours ../shared/data/synonyms/counterfitted_neighbors.json                # CPU, < 1 min
+    python ear_push_pull.py --data demo --model tiny       # CPU, < 1 min: data/demo/synonyms.json, layer 1
 
 What this file adds to common.py: synonym augmentation, the Embedding-Push and Attention-Pull losses,
 the Robust target (cross-entropy on both the original and the augmented example), and the loop. No
@@ -32,6 +31,8 @@ Where the paper and the official code disagree, and what we follow:
      positions, pads included. We use the probabilities before attention dropout (a hook recomputes
      them at that one layer, so the model keeps its fast attention everywhere) and average only over
      the query/key positions that are real tokens in both x and x^a (see `attention_pull_loss`).
+     Layer: the 6th, as paper (on 12-layer mBERT/XLM-R base, "the middle layer") and code, also
+     on 24-layer models; an encoder with fewer than 12 layers defaults to its middle one (--ap_layer).
   6. Augmentation is seeded (the official code's is not).
 
 Shapes: B batch, T subwords, d hidden size, H heads, C classes.
@@ -52,22 +53,38 @@ import common
 # decay without warm-up, as the official scripts. demo is tuned for --model tiny.
 PAPER = {d: dict(lr=2e-5, epochs=1, max_len=128, batch_size=32) for d in common.DATASETS}
 PAPER["demo"] = dict(lr=2e-3, epochs=8, max_len=64, batch_size=16)
+DEMO_DIR = Path(__file__).resolve().parent / "data" / "demo"  # ships with the repository, as does
+DEMO_SYNONYMS = DEMO_DIR / "synonyms.json"  # a small hand-written synonym list of the demo's English words
+
+
+class DefaultLayer(int):
+    """--ap_layer when not given: 6 (the paper's) until `main` knows the encoder's depth (`ap_layer`).
+    An int, so the parsed args compare and serialise as 6."""
+
+
+def ap_layer(n_layers):
+    """The default APT layer (1-based) of an encoder with n_layers: the 6th (the paper's, on 12-layer
+    models, and the code's fixed index 5, also on 24-layer ones), or the middle one of a shallower encoder."""
+    return 6 if n_layers >= 12 else max(1, n_layers // 2)
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=common.HelpFormatter)
     common.add_run_args(p)
     p.set_defaults(select_on="en", seed=7)  # RS-DA's protocol; the official EAR scripts use seed 7
     g = p.add_argument_group("method")
     g.add_argument("--mode", choices=["ear", "rsda", "plain"], default="ear",
                    help="EAR; RS-DA (cross-entropy on augmented copies only); plain fine-tuning (zero-shot)")
-    g.add_argument("--neighbours", default="data/synonyms/counterfitted_neighbors.json",
-                   help="counter-fitted synonym list {word: [neighbours]} (Alzantot et al. 2018), as RS-DA and EAR use")
+    g.add_argument("--neighbours", default=None,
+                   help="counter-fitted synonym list {word: [neighbours]} (Alzantot et al. 2018), as RS-DA and EAR use "
+                        "(default: data/synonyms/counterfitted_neighbors.json; with --data demo the repository's "
+                        "data/demo/synonyms.json)")
     g.add_argument("--copies", type=int, default=3, help="augmented copies per example (official EAR: 3; RS-DA: 10 PAWS-X, 3 XNLI)")
     g.add_argument("--alpha", type=float, default=1.0, help="EPT weight (paper 1; official scripts 0.1)")
     g.add_argument("--beta", type=float, default=0.1, help="APT weight (paper 0.1; official scripts 1)")
-    g.add_argument("--ap_layer", type=int, default=6, help="1-based encoder layer for APT (paper: the 6th; code index 5)")
+    g.add_argument("--ap_layer", type=int, default=None, help="1-based encoder layer for APT (default: the 6th, as "
+                   "paper and code (index 5); an encoder with fewer than 12 layers: its middle layer)")
     g.add_argument("--ep_layer", choices=["embeddings", "last"], default="embeddings",
                    help="which output EPT mean-pools: the embedding layer (official code) or the last layer")
     g.add_argument("--cls", choices=["pooler", "first"], default="first",
@@ -78,8 +95,12 @@ def parse_args(argv=None):
         if getattr(args, k) is None:
             setattr(args, k, v)
     args.head_lr = args.head_lr or args.lr
-    args.data_dir = args.data_dir or f"data/{args.data}"
-    args.out_dir = args.out_dir or f"runs/{args.mode}/{args.data}-{args.lang}-{args.train_lang}-s{args.seed}"
+    args.data_dir = args.data_dir or (str(DEMO_DIR) if args.data == "demo" else f"data/{args.data}")
+    args.neighbours = args.neighbours or str(DEMO_SYNONYMS if args.data == "demo" else "data/synonyms/counterfitted_neighbors.json")
+    if args.ap_layer is None:
+        args.ap_layer = DefaultLayer(6)
+    args.out_dir = args.out_dir or common.default_out_dir(args.mode, args)
+    common.check_run_args(p, args)
     return args
 
 
@@ -211,8 +232,14 @@ def main(argv=None):
 
     # sentence(-pair) classifier only: intent data is classified by intent, slots are not trained
     model = common.TaskModel(enc, len(labels.intents), 0, args.cls).to(device)
-    if args.mode == "ear" and not 1 <= args.ap_layer <= enc.config.num_hidden_layers:
-        raise SystemExit(f"error: --ap_layer {args.ap_layer}: the encoder has {enc.config.num_hidden_layers} layers")
+    n_layers = enc.config.num_hidden_layers
+    if isinstance(args.ap_layer, DefaultLayer):
+        args.ap_layer = ap_layer(n_layers)
+        if args.mode == "ear":
+            common.log(f"APT at layer {args.ap_layer} of the encoder's {n_layers} (--ap_layer to choose another)")
+    elif args.mode == "ear" and not 1 <= args.ap_layer <= n_layers:
+        raise SystemExit(f"error: --ap_layer {args.ap_layer}: the encoder has {n_layers} layers; "
+                         f"pass 1 to {n_layers}, or leave it out for layer {ap_layer(n_layers)}")
     probe = AttentionProbs(enc, args.ap_layer) if args.mode == "ear" else None
     emb_out = {}  # the embedding layer's output, for EPT
     if args.mode == "ear" and args.ep_layer == "embeddings":
@@ -238,11 +265,14 @@ def main(argv=None):
             ids, mask, y = b["input_ids"], b["attention_mask"], b["intent"].to(device)
             if args.mode == "ear":  # x^a (rows :B) and x (rows B:) through the encoder in one pass
                 ids, mask = torch.cat([ids, b["tgt_input_ids"]]), torch.cat([mask, b["tgt_attention_mask"]])
-            ids, mask = ids.to(device), mask.to(device)
+            types = b.get("token_type_ids")  # BERT-style segment ids of sentence pairs (else None)
+            if types is not None and args.mode == "ear":
+                types = torch.cat([types, b["tgt_token_type_ids"]])
+            ids, mask, types = ids.to(device), mask.to(device), None if types is None else types.to(device)
             if probe:
                 probe.mask = mask
             with autocast:
-                _, logits, _, h_last = net(ids, mask)
+                _, logits, _, h_last = net(ids, mask, types)
             ept = apt = torch.zeros((), device=device)
             if args.mode == "ear":
                 ce = robust_ce_loss(logits[B:], logits[:B], y)  # Eq. 4
@@ -253,6 +283,8 @@ def main(argv=None):
             else:
                 ce = F.cross_entropy(logits.float(), y)
             loss = ce + args.alpha * ept + args.beta * apt  # Eq. 5
+            if not torch.isfinite(loss):  # stop before a NaN reaches the weights
+                raise SystemExit(f"error: step {step + 1}: the loss is {loss.item()} (ce {ce.item()}, ept {ept.item()}, apt {apt.item()}); stopping")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -2,8 +2,8 @@
 
 Paper: Pan et al. (2021), "Multilingual BERT Post-Pretraining Alignment", NAACL 2021,
        sections 2.1-2.3 (Eq. 2-4) and 3.3. https://arxiv.org/abs/2010.12547
-Reference code: none published (../shared/METHODS.md section 3); the MoCo mechanics follow
-       facebookresearch/moco, moco/builder.py (momentum update before the keys, FIFO queue).
+Reference code: none published; the MoCo mechanics follow facebookresearch/moco, moco/builder.py
+       (momentum update before the keys, FIFO queue).
 
 Usage:
     # stage 1: align mBERT/XLM-R on parallel sentences, save the query encoder as a HF folder
@@ -14,16 +14,21 @@ Usage:
     python ppa_moco_tlm.py --stage finetune --model runs/ppa/aligned --data xnli --lang all
     python ppa_moco_tlm.py --stage finetune --model runs/ppa/aligned --data xnli --lang de --translate_train --code_switch
     python ppa_moco_tlm.py --stage finetune --model runs/ppa/aligned --data mlqa --lang de,es --data_dir data/qa
-    python ppa_moco_tlm.py --stage align --model tiny --parallel massive:data/demo:de,es --min_len 1   # CPU, seconds
+    # the demo, offline on a CPU in seconds (--stage defaults to finetune; the align stage reads the
+    # demo's --lang translations as parallel data, paired by id, with --min_len 1)
+    python ppa_moco_tlm.py --data demo --model tiny
+    python ppa_moco_tlm.py --data demo --model tiny --stage align
+    python ppa_moco_tlm.py --data demo --model runs/ppa/align-s123456789/aligned   # the demo's settings again
 
 Stage 1 (what this file adds): per pair, a coin decides which side the query encoder reads and
 which the momentum key encoder reads ("random input shuffling"); both take the L2-normalised final
 [CLS] (first-token) state through z = W2 ReLU(W1 h) to 300 dims; InfoNCE against the key and a
 queue of 32,000 earlier keys at temperature 0.05 (Eq. 3); plus TLM on the pair concatenated in the
-same order (`<s> q </s></s> k </s>` for XLM-R, `[CLS] q [SEP] k [SEP]` for BERT: no position reset,
-no language embeddings), 15% of subwords masked 80/10/10, through the query encoder's MLM head
-(applied to the selected positions only: the loss is the same, and on a 2-core CPU the align
-step is about 2x faster: the vocabulary projection at every position costs as much as the encoder).
+same order (`<s> q </s></s> k </s>` for XLM-R, `[CLS] q [SEP] k [SEP]` for BERT, with segment ids 0
+and 1 where the encoder has them: no position reset, no language embeddings), 15% of subwords
+masked 80/10/10, through the query encoder's MLM head (applied to the selected positions only: the
+loss is the same, and on a 2-core CPU the align step is about 2x faster: the vocabulary projection
+at every position costs as much as the encoder).
 L = L_MoCo + L_TLM (Eq. 4); --no_tlm and --mlm_instead_of_tlm are Table 5's ablations. AdamW (wd
 0.01), lr 3e-5, 10% warm-up then linear decay, batch 128, max length 128, 10 epochs. The paper's
 length filter (either side under 10 subwords, or the pair over 128) is --min_len / --max_len.
@@ -33,8 +38,10 @@ MTOD, MTOP, MultiATIS++, demo; slots are not trained), or a start/end head for e
 v1.1 train, MLQA dev/test). --translate_train adds each English example's translations;
 --code_switch (section 2.3) adds, for a translated pair (a_x, b_x), (a_x, b_en) and (a_en, b_x),
 kept in the same batch. AdamW (wd 0.01), linear schedule, warm-up 1,000 steps (at most 10% of a
-short run), batch 32, 2 epochs, lr 5e-5 (QA: 3e-5, max length 386); --head_lr gives the new head
-its own rate (not in the paper; our CPU runs of multilingual-e5 use 1e-3, as for the other methods).
+short run; the decay reaches 0 at the last step actually taken), batch 32, 2 epochs, lr 5e-5 (QA:
+3e-5, max length 386, English SQuAD only: no --translate_train or --code_switch); --head_lr gives
+the new head its own rate (not in the paper; our CPU runs of multilingual-e5 use 1e-3, as for the
+other methods). BERT-family encoders see segment ids for sentence pairs, as in pre-training.
 
 Paper vs this file. The paper does not say whether the projection is also applied on the key side
 or how W1/W2 are initialised: both encoders carry it (MoCo v2) and the key copy follows by momentum.
@@ -64,19 +71,23 @@ ALIGN = dict(lr=3e-5, epochs=10, batch_size=128, max_len=128)
 FINETUNE = dict(lr=5e-5, epochs=2, batch_size=32, max_len=128)
 QA = dict(lr=3e-5, epochs=2, batch_size=32, max_len=386)
 DEMO = dict(lr=1e-3, epochs=8, batch_size=16, max_len=64)  # --model tiny on the demo data
+DEMO_DIR = Path(__file__).resolve().parent / "data" / "demo"  # ships with the repository
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=common.HelpFormatter)
     common.add_run_args(p, datasets=common.DATASETS + ("mlqa",), default_data="xnli")
     g = p.add_argument_group("method")
-    g.add_argument("--stage", choices=["align", "finetune"], required=True, help="1: align on parallel data; 2: fine-tune and test")
+    g.add_argument("--stage", choices=["align", "finetune"], default="finetune",
+                   help="1: align on parallel data; 2: fine-tune and test")
     g.add_argument("--parallel", nargs="+", default=[], metavar="SPEC",
                    help="align: SRC,TGT (line-aligned files, English first), PAIRS.tsv (english<TAB>other), or "
-                        "<data>:<data_dir>:<lang,lang> (a dataset's English train with its translations)")
+                        "<data>:<data_dir>:<lang,lang|all> (a dataset's English train with its translations); "
+                        "with --data demo, the demo's --lang translations")
     g.add_argument("--save_dir", default=None, help="align: where the aligned encoder goes (default <out_dir>/aligned)")
-    g.add_argument("--min_len", type=int, default=10, help="align: drop pairs with a side under this many subwords")
+    g.add_argument("--min_len", type=int, default=None, help="align: drop pairs with a side under this many "
+                   "subwords (default: 10, the paper's; 1 for the demo's short utterances)")
     g.add_argument("--queue", type=int, default=32000, help="align: MoCo queue size K (a multiple of --batch_size)")
     g.add_argument("--momentum", type=float, default=0.999, help="align: key encoder momentum m")
     g.add_argument("--temperature", type=float, default=0.05, help="align: InfoNCE temperature tau")
@@ -92,18 +103,23 @@ def parse_args(argv=None):
                    "as the paper; a small CPU run of an encoder without a trained pooler needs more, e.g. 1e-3)")
     args = p.parse_args(argv)
     default = ALIGN if args.stage == "align" else QA if args.data == "mlqa" else FINETUNE
-    if args.model == "tiny":
+    if args.model == "tiny" or aligned_from(args.model).get("from") == "tiny":  # also stage 2 of the demo
         default = DEMO
     for k, v in default.items():
         if getattr(args, k) is None:
             setattr(args, k, v)
-    args.data_dir = args.data_dir or f"data/{args.data}"
+    args.data_dir = args.data_dir or (str(DEMO_DIR) if args.data == "demo" else f"data/{args.data}")
+    demo_pairs = args.stage == "align" and not args.parallel and args.data == "demo"
+    if demo_pairs:  # the demo's files are translations of each other, line by line (paired by id)
+        args.parallel = [f"demo:{args.data_dir}:{args.lang}"]
+    if args.min_len is None:
+        args.min_len = 1 if demo_pairs else 10
     args.out_dir = args.out_dir or (f"runs/ppa/align-s{args.seed}" if args.stage == "align" else
-                                    f"runs/ppa/{args.data}-{args.lang}-{args.train_lang}-s{args.seed}")
+                                    common.default_out_dir("ppa", args))
     args.save_dir = args.save_dir or str(Path(args.out_dir) / "aligned")
     if args.stage == "align":
         if not args.parallel:
-            p.error("--stage align needs --parallel")
+            p.error("--stage align needs --parallel (or --data demo, whose languages are parallel)")
         if args.queue % args.batch_size:
             p.error(f"--queue {args.queue} must be a multiple of --batch_size {args.batch_size} (MoCo enqueues whole "
                     f"batches), e.g. --queue {args.queue // args.batch_size * args.batch_size or args.batch_size}")
@@ -111,6 +127,9 @@ def parse_args(argv=None):
             p.error("--no_tlm and --mlm_instead_of_tlm exclude each other")
     if args.code_switch and not args.translate_train:
         p.error("--code_switch augments the translated pairs: add --translate_train")
+    if args.stage == "finetune" and args.data == "mlqa" and (args.translate_train or args.code_switch):
+        p.error("--data mlqa trains on English SQuAD only: --translate_train and --code_switch are not implemented for QA")
+    common.check_run_args(p, args)
     return args
 
 
@@ -123,7 +142,9 @@ def moco_loss(q, k, queue, temperature=0.05):
         L_MoCo = -1/B sum_i log( exp(z_q,i . z_k+,i / tau) / (exp(z_q,i . z_k+,i / tau) + sum_{j=1..K} exp(z_q,i . n_j / tau)) )
 
     q (B, D), k (B, D): L2-normalised query and key projections, row i of each from the two sides of
-    pair i; queue (K, D): normalised negatives. Returns a scalar."""
+    pair i; queue (K, D): normalised negatives. Computed in float32 (under bf16 autocast q and k
+    arrive in bf16, the queue is kept in float32). Returns a scalar."""
+    q, k, queue = q.float(), k.float(), queue.float()
     pos = (q * k).sum(-1, keepdim=True)  # (B, 1)
     neg = q @ queue.T  # (B, K)
     logits = torch.cat([pos, neg], dim=1).float() / temperature
@@ -195,9 +216,25 @@ class MomentumKeys:
         self.ptr = (self.ptr + len(k)) % len(self.queue)
 
 
-def project(encoder, proj, enc):
+def uses_segments(encoder, tok):
+    """True for a BERT-family encoder, which has segment (token type) embeddings and whose tokenizer
+    makes token_type_ids (0 on `[CLS] a [SEP]`, 1 on `b [SEP]`); False for XLM-R (one token type)."""
+    return getattr(encoder.config, "type_vocab_size", 1) > 1 and "token_type_ids" in tok.model_input_names
+
+
+def encoder_inputs(enc, device, segments, input_ids=None):
+    """The encoder's keyword inputs from a tokenizer batch `enc`: its input_ids (or the given, e.g.
+    masked, ones), attention_mask and, when `segments` (see uses_segments), its token_type_ids."""
+    out = {"input_ids": (enc["input_ids"] if input_ids is None else input_ids).to(device),
+           "attention_mask": enc["attention_mask"].to(device)}
+    if segments and "token_type_ids" in enc:
+        out["token_type_ids"] = enc["token_type_ids"].to(device)
+    return out
+
+
+def project(encoder, proj, enc, segments=False):
     """z = normalize(W2 ReLU(W1 normalize(h_[CLS]))), (B, D): Eq. 2 on the L2-normalised first-token state."""
-    h = encoder(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state[:, 0]
+    h = encoder(**encoder_inputs(enc, enc["input_ids"].device, segments)).last_hidden_state[:, 0]
     return F.normalize(proj(F.normalize(h.float(), dim=-1)), dim=-1)
 
 
@@ -227,7 +264,7 @@ def read_parallel_specs(specs):
         if spec.count(":") == 2 and spec.split(":")[0] in common.INTENT_SLOT:
             data, folder, langs = spec.split(":")
             english = common.load_split(data, folder, "en", "train")
-            for lang in langs.split(","):
+            for lang in common.resolve_langs(langs, data, folder):  # de,es or all
                 tr = common.load_translations(data, folder, lang, english)
                 got = [(" ".join(e.words), t) for e, t in zip(english, tr) if t]
                 counts[f"{data}/{lang}"] = len(got)
@@ -273,6 +310,7 @@ def align(args, device, autocast):
     total = min(total, args.max_steps) if args.max_steps else total
     sched = schedule(opt, total, total // 10)  # 10% warm-up, then linear decay
     special = set(tok.all_special_ids)
+    segments = uses_segments(encoder, tok)  # BERT: token type 1 on the second sentence of a TLM pair
     gen = torch.Generator().manual_seed(args.seed)
     rng = random.Random(args.seed)
     mlm.train()
@@ -287,7 +325,7 @@ def align(args, device, autocast):
                                   args.mask_prob, gen)
         sel = labels != -100  # the head only on the ~15% selected positions: the vocabulary projection
         with autocast:        # over every position would cost more than the encoder itself
-            h = encoder(input_ids=inputs.to(device), attention_mask=enc["attention_mask"].to(device)).last_hidden_state
+            h = encoder(**encoder_inputs(enc, device, segments, inputs)).last_hidden_state
             logits = head(h[sel.to(device)])
         return tlm_loss(logits, labels[sel])
 
@@ -300,14 +338,14 @@ def align(args, device, autocast):
             q_txt = [b if w else a for (a, b), w in zip(chunk, swap)]
             k_txt = [a if w else b for (a, b), w in zip(chunk, swap)]
             with autocast:
-                q = project(encoder, proj, batch(q_txt).to(device))
+                q = project(encoder, proj, batch(q_txt).to(device), segments)
             with torch.no_grad():
                 keys.update(encoder, proj)  # momentum update, then the keys
                 with autocast:
-                    k = project(keys.encoder, keys.proj, batch(k_txt).to(device))
+                    k = project(keys.encoder, keys.proj, batch(k_txt).to(device), segments)
             loss_moco = moco_loss(q, k, keys.queue, args.temperature)
             with torch.no_grad():  # MoCo's acc@1: the own key scores above every queued negative
-                acc = ((q * k).sum(-1) > (q @ keys.queue.T).max(1).values).float().mean()
+                acc = ((q * k).float().sum(-1) > (q.float() @ keys.queue.T).max(1).values).float().mean()
             if args.no_tlm:
                 loss_tlm = torch.zeros((), device=device)
             elif args.mlm_instead_of_tlm:  # each side on its own (monolingual MLM)
@@ -315,6 +353,9 @@ def align(args, device, autocast):
             else:  # the pair concatenated in the shuffled order
                 loss_tlm = masked_lm(batch(q_txt, k_txt))
             loss = loss_moco + loss_tlm  # Eq. 4
+            if not torch.isfinite(loss):  # stop before a NaN reaches the weights
+                raise SystemExit(f"error: step {step + 1}: the loss is {loss.item()} "
+                                 f"(moco {loss_moco.item()}, tlm {loss_tlm.item()}); stopping")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -353,11 +394,16 @@ def align(args, device, autocast):
 # ---------------------------------------------------------------------------- stage 2: fine-tuning
 
 
+def aligned_from(model):
+    """The ppa_align.json that stage 1 writes beside an aligned encoder ({} for any other --model)."""
+    marker = Path(model).expanduser() / "ppa_align.json"
+    return json.loads(marker.read_text()) if marker.is_file() else {}
+
+
 def method_name(args):
     """'finetune' for an encoder that stage 1 did not align, else the alignment variant (ppa,
     ppa-no_tlm, ppa-mlm, from the ppa_align.json stage 1 writes), then the fine-tuning data options."""
-    marker = Path(args.model).expanduser() / "ppa_align.json"
-    name = json.loads(marker.read_text())["variant"] if marker.is_file() else "finetune"
+    name = aligned_from(args.model).get("variant", "finetune")
     return name + ("+translate_train" if args.translate_train else "") + ("+code_switch" if args.code_switch else "")
 
 
@@ -417,18 +463,25 @@ def finetune(args, device, autocast):
     model = common.TaskModel(enc, len(labels.intents), 0, args.cls).to(device)
     opt = adamw(model, args.lr, device, args.head_lr)
     rng = random.Random(args.seed)
-    total = args.epochs * math.ceil(n_items / args.batch_size)
+    # every epoch's batches, drawn up front: groups are kept whole, so there can be fewer batches than
+    # ceil(items / batch size), and the linear decay must end at the last step actually taken
+    epochs = [group_batches(groups, args.batch_size, rng) for _ in range(args.epochs)]
+    total = sum(map(len, epochs))
     total = min(total, args.max_steps) if args.max_steps else total
     sched = schedule(opt, total, args.warmup_steps)
     selector = common.EpochSelector(args, langs, evals, labels, tok.pad_token_id, device, autocast, "accuracy")
     step, seen, t_train, t_start = 0, 0, 0.0, time.time()
-    for epoch in range(1, args.epochs + 1):
+    segments = uses_segments(enc, tok)  # BERT: token type 1 on the second sentence of a pair
+    for epoch, batches in enumerate(epochs, 1):
         t0, losses = time.time(), []
-        for items in group_batches(groups, args.batch_size, rng):
+        for items in batches:
             b = common.collate(items, tok.pad_token_id)
+            types = b["token_type_ids"].to(device) if segments and "token_type_ids" in b else None
             with autocast:
-                _, logits, _, _ = model(b["input_ids"].to(device), b["attention_mask"].to(device))
+                _, logits, _, _ = model(b["input_ids"].to(device), b["attention_mask"].to(device), token_type_ids=types)
             loss = F.cross_entropy(logits.float(), b["intent"].to(device))
+            if not torch.isfinite(loss):  # stop before a NaN reaches the weights
+                raise SystemExit(f"error: step {step + 1}: the loss is {loss.item()}; stopping")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -487,6 +540,8 @@ def finetune_qa(args, device, autocast):
             gold_s = torch.tensor([f["start"] for f in chunk], device=device)
             gold_e = torch.tensor([f["end"] for f in chunk], device=device)
             loss = (F.cross_entropy(st, gold_s) + F.cross_entropy(en, gold_e)) / 2
+            if not torch.isfinite(loss):  # stop before a NaN reaches the weights
+                raise SystemExit(f"error: step {step + 1}: the loss is {loss.item()}; stopping")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

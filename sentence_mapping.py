@@ -3,7 +3,7 @@
 Paper: Choi, Kim, Joe, Min & Gwon (2020), "Analyzing Zero-shot Cross-lingual Transfer in Supervised
        NLP Tasks", ICPR 2020, sections II.B-C, III.A and III.D (Tables I and IV).
        https://arxiv.org/abs/2101.10649
-Reference code: none published (../shared/METHODS.md section 5).
+Reference code: none published.
 
 Usage:
     python sentence_mapping.py --lang ko,de,es --model xlm-roberta-large --data_dir data/sts
@@ -54,8 +54,8 @@ MAPPINGS = ("normal_equation", "procrustes", "fit_linear")
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    common.add_run_args(p, datasets=("sts",), default_data="sts")
+                                formatter_class=common.HelpFormatter)
+    common.add_run_args(p, datasets=("sts", "demo"), default_data="sts")
     g = p.add_argument_group("method")
     g.add_argument("--arch", choices=["bi", "cross", "none"], default="bi",
                    help="STS model: siamese bi-encoder, cross-encoder (the paper's GLUE run), or none (pretrained encoder, no fine-tuning)")
@@ -72,8 +72,9 @@ def parse_args(argv=None):
     for k, v in dict(epochs=4, batch_size=32, lr=4e-5, max_len=128).items():
         if getattr(args, k) is None:
             setattr(args, k, v)
-    args.data_dir = args.data_dir or "data/sts"
-    args.out_dir = args.out_dir or f"runs/sentence_mapping/{args.arch}-{args.lang}-{args.train_lang}-s{args.seed}"
+    args.data_dir = args.data_dir or (str(common.DEMO_DIR) if args.data == "demo" else f"data/{args.data}")
+    args.out_dir = args.out_dir or common.default_out_dir(f"sentence_mapping/{args.arch}", args)
+    common.check_run_args(p, args)
     if args.dev_halves:
         p.error("--dev_halves is for pawsx/xnli; STS has train sets")
     if args.pairs and (len(args.pairs) > 2 or "," in args.lang):
@@ -254,11 +255,11 @@ def load(args, langs):
     pairs of the train and test splits (checked row by row)."""
     common.DATA_NOTES.clear()  # notes belong to one run
     try:
-        train = common.load_sts(args.data_dir, args.train_lang, "train")
+        train = common.load_sts(args.data_dir, args.train_lang, "train", args.data)
         if args.limit_train and args.limit_train < len(train):
             keep = sorted(np.random.default_rng(0).permutation(len(train))[:args.limit_train])
             train = [train[i] for i in keep]
-        evals = {x: {s: common.load_sts(args.data_dir, x, s) for s in (("test",) if x.startswith("sem17-") else ("dev", "test"))}
+        evals = {x: {s: common.load_sts(args.data_dir, x, s, args.data) for s in (("test",) if x.startswith("sem17-") else ("dev", "test"))}
                  for x in ["en", *langs]}
         parallel = {}
         for x in langs:
@@ -266,7 +267,7 @@ def load(args, langs):
                 continue
             split = {}
             for s in ("train", "test"):
-                en, tgt = common.load_sts(args.data_dir, "en", s), common.load_sts(args.data_dir, x, s)
+                en, tgt = common.load_sts(args.data_dir, "en", s, args.data), common.load_sts(args.data_dir, x, s, args.data)
                 common.check_parallel(en, tgt)
                 split[s] = (en, tgt)
             if args.pairs:
@@ -323,6 +324,8 @@ def main(argv=None):
                 with autocast:
                     pred = model(a.to(device), b.to(device))
                 loss = sts_loss(pred, score.to(device), arch)
+                if not torch.isfinite(loss):  # stop before a NaN reaches the weights
+                    raise SystemExit(f"error: step {step + 1}: the loss is {loss.item()}; stopping")
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -4,7 +4,7 @@ Paper: Gritta, Hu & Iacobacci (2022), "CrossAligner & Co: Zero-Shot Transfer Met
        Task-Oriented Cross-lingual Natural Language Understanding", Findings of ACL 2022, section 3.3
        (Algorithm 3). https://arxiv.org/abs/2203.09982
 Reference code: huawei-noah/noah-research @ aa0f80c, NLP/cross_aligner/train.py (the TI branch of
-       the auxiliary losses); ../shared/METHODS.md section 2.4 describes what it really does.
+       the auxiliary losses).
 
 Usage:
     python translate_intent.py --data mtop --lang th --model xlm-roberta-large
@@ -47,7 +47,7 @@ PAPER = {
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=common.HelpFormatter)
     common.add_run_args(p)
     g = p.add_argument_group("method")
     g.add_argument("--align", action=argparse.BooleanOptionalAction, default=True,
@@ -62,9 +62,10 @@ def parse_args(argv=None):
         if getattr(args, k) is None:
             setattr(args, k, v)
     args.head_lr = args.head_lr or args.lr
-    args.data_dir = args.data_dir or f"data/{args.data}"
+    args.data_dir = args.data_dir or (str(common.DEMO_DIR) if args.data == "demo" else f"data/{args.data}")
     name = "translate_intent" if args.align else "zeroshot" if args.train_lang == "en" else "target"
-    args.out_dir = args.out_dir or f"runs/{name}/{args.data}-{args.lang}-{args.train_lang}-s{args.seed}"
+    args.out_dir = args.out_dir or common.default_out_dir(name, args)
+    common.check_run_args(p, args)
     if args.align and args.train_lang != "en":
         p.error("Translate-Intent pairs English training data with its translations: use --no-align with --train_lang")
     return args
@@ -121,9 +122,12 @@ def main(argv=None):
             ids, mask = b["input_ids"], b["attention_mask"]
             if args.align:  # English and translations through the encoder in one forward pass
                 ids, mask = torch.cat([ids, b["tgt_input_ids"]]), torch.cat([mask, b["tgt_attention_mask"]])
-            ids, mask = ids.to(device), mask.to(device)
+            types = b.get("token_type_ids")  # BERT-style segment ids of sentence pairs (else None)
+            if types is not None and args.align:
+                types = torch.cat([types, b["tgt_token_type_ids"]])
+            ids, mask, types = ids.to(device), mask.to(device), None if types is None else types.to(device)
             with autocast:
-                cls, logits, slot_logits, _ = net(ids, mask)
+                cls, logits, slot_logits, _ = net(ids, mask, types)
             loss_task = common.task_loss(logits[:B], b["intent"], None if slot_logits is None else slot_logits[:B],
                                          b.get("slot_labels"))
             loss_align = torch.zeros((), device=device)
@@ -132,6 +136,9 @@ def main(argv=None):
                 has = slice(None) if b["has_tgt"].all() else b["has_tgt"].to(device)
                 loss_align = translate_intent_loss(logits[B:][has], b["intent"].to(device)[has])
             loss = loss_task + loss_align  # Algorithm 3 line 4: L_ic + L_ec + L_ti
+            if not torch.isfinite(loss):  # stop before a NaN reaches the weights
+                raise SystemExit(f"error: step {step + 1}: the loss is {loss.item()} "
+                                 f"(task {loss_task.item()}, align {loss_align.item()}); stopping")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -3,8 +3,7 @@
 Paper: Gritta & Iacobacci (2021), "XeroAlign: Zero-Shot Cross-lingual Transformer Alignment",
        Findings of ACL-IJCNLP 2021. https://aclanthology.org/2021.findings-acl.32
 Reference code: huawei-noah/noah-research @ aa0f80c, xero_align/train.py (the MSE alignment step),
-       xero_align/alignment.py (pairs), xero_align/config/*.sh (hyperparameters); ../shared/METHODS.md
-       sections 1 and 2.3 describe what it really does.
+       xero_align/alignment.py (pairs), xero_align/config/*.sh (hyperparameters).
 
 Usage:
     python xeroalign.py --data mtop --lang th --model xlm-roberta-large
@@ -53,7 +52,7 @@ PAPER = {
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=common.HelpFormatter)
     common.add_run_args(p)
     g = p.add_argument_group("method")
     g.add_argument("--align", action=argparse.BooleanOptionalAction, default=True,
@@ -71,9 +70,10 @@ def parse_args(argv=None):
     if args.epochs is None:
         args.epochs = paper.get("align_epochs", paper["epochs"]) if args.align else paper["epochs"]
     args.head_lr = args.head_lr or args.lr
-    args.data_dir = args.data_dir or f"data/{args.data}"
+    args.data_dir = args.data_dir or (str(common.DEMO_DIR) if args.data == "demo" else f"data/{args.data}")
     name = "xeroalign" if args.align else "zeroshot" if args.train_lang == "en" else "target"
-    args.out_dir = args.out_dir or f"runs/{name}/{args.data}-{args.lang}-{args.train_lang}-s{args.seed}"
+    args.out_dir = args.out_dir or common.default_out_dir(name, args)
+    common.check_run_args(p, args)
     if args.align and args.train_lang != "en":
         p.error("alignment pairs English training data with its translations: use --no-align with --train_lang")
     return args
@@ -131,9 +131,12 @@ def main(argv=None):
             ids, mask = b["input_ids"], b["attention_mask"]
             if args.align:  # English and translations through the encoder in one forward pass
                 ids, mask = torch.cat([ids, b["tgt_input_ids"]]), torch.cat([mask, b["tgt_attention_mask"]])
-            ids, mask = ids.to(device), mask.to(device)
+            types = b.get("token_type_ids")  # BERT-style segment ids of sentence pairs (else None)
+            if types is not None and args.align:
+                types = torch.cat([types, b["tgt_token_type_ids"]])
+            ids, mask, types = ids.to(device), mask.to(device), None if types is None else types.to(device)
             with autocast:
-                cls, logits, slot_logits, _ = net(ids, mask)
+                cls, logits, slot_logits, _ = net(ids, mask, types)
             loss_task = common.task_loss(logits[:B], b["intent"], None if slot_logits is None else slot_logits[:B],
                                          b.get("slot_labels"))
             loss_align = torch.zeros((), device=device)
@@ -142,6 +145,9 @@ def main(argv=None):
                 has = slice(None) if b["has_tgt"].all() else b["has_tgt"].to(device)
                 loss_align = xeroalign_loss(cls[:B][has], cls[B:][has])
             loss = loss_task + loss_align  # Algorithm 1 line 11: total = task + align
+            if not torch.isfinite(loss):  # stop before a NaN reaches the weights
+                raise SystemExit(f"error: step {step + 1}: the loss is {loss.item()} "
+                                 f"(task {loss_task.item()}, align {loss_align.item()}); stopping")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

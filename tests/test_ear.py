@@ -1,7 +1,11 @@
 """EAR: the losses against hand-computed values, seeded augmentation, the attention probabilities
 taken by the hook against an eager-attention forward pass, and end-to-end runs on the demo."""
+import ast
 import json
+import os
 import random
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -106,6 +110,61 @@ def test_clear_errors(tmp_path, nb_file):
         ear.load_neighbours(tmp_path / "none.json")
     with pytest.raises(SystemExit, match="not JSON"):
         ear.load_neighbours(ROOT / "tests/fixtures/README.md")
-    with pytest.raises(SystemExit, match="--ap_layer 6: the encoder has 2 layers"):
+    with pytest.raises(SystemExit, match="--ap_layer 6: the encoder has 2 layers; pass 1 to 2, or leave it out for layer 1"):
         ear.main(["--data", "demo", "--data_dir", str(ROOT / "data/demo"), "--model", "tiny", "--device", "cpu",
-                  "--neighbours", str(nb_file), "--out_dir", str(tmp_path), "--max_steps", "1"])
+                  "--neighbours", str(nb_file), "--ap_layer", "6", "--out_dir", str(tmp_path), "--max_steps", "1"])
+
+
+def test_ap_layer_default_follows_the_encoder_depth():
+    assert [ear.ap_layer(n) for n in (24, 12, 8, 6, 2, 1)] == [6, 6, 4, 3, 1, 1]  # paper: the 6th of 12
+    args = ear.parse_args(["--data", "xnli"])
+    assert args.ap_layer == 6 and json.dumps(vars(args)["ap_layer"]) == "6"  # as before, until main sees the model
+    assert ear.parse_args(["--ap_layer", "3"]).ap_layer == 3
+
+
+def test_demo_is_one_command_from_any_directory(tmp_path):
+    """From another working directory, `--data demo --model tiny` alone finds the demo data and its
+    synonym list (shipped in the repository) and picks an APT layer the tiny encoder has."""
+    run = subprocess.run([sys.executable, str(ROOT / "ear_push_pull.py"), "--data", "demo", "--model", "tiny",
+                          "--out_dir", str(tmp_path / "out")], cwd=tmp_path, capture_output=True, text=True,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    res = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert res["method"] == "ear" and res["args"]["ap_layer"] == 1
+    assert res["args"]["neighbours"] == str(ROOT / "data/demo/synonyms.json")
+    assert res["metrics"]["en"]["test"]["accuracy"] > 50
+
+
+def test_demo_synonyms_are_demo_words():
+    nb = json.loads((ROOT / "data/demo/synonyms.json").read_text(encoding="utf-8"))
+    train = common.load_split("demo", ROOT / "data/demo", "en", "train")
+    words = {w for e in train for w in e.words}
+    assert len(nb) >= 30 and set(nb) <= words  # keys are words of the demo's English training set
+    assert all(isinstance(n, list) and all(" " not in x for x in n) for n in nb.values())
+    assert sum(any(w in nb and nb[w] for w in e.words) for e in train) > 0.9 * len(train)
+
+
+# each method file's paper, with its exact title as printed on the paper
+TITLES = {
+    "ear_push_pull.py": "A Simple and Effective Method to Improve Zero-Shot Cross-Lingual Transfer Learning",
+    "ppa_moco_tlm.py": "Multilingual BERT Post-Pretraining Alignment",
+    "xeroalign.py": "XeroAlign: Zero-Shot Cross-lingual Transformer Alignment",
+    "crossaligner.py": "CrossAligner & Co: Zero-Shot Transfer Methods for Task-Oriented Cross-lingual Natural "
+                       "Language Understanding",
+    "contrastive.py": "CrossAligner & Co: Zero-Shot Transfer Methods for Task-Oriented Cross-lingual Natural "
+                      "Language Understanding",
+    "translate_intent.py": "CrossAligner & Co: Zero-Shot Transfer Methods for Task-Oriented Cross-lingual Natural "
+                           "Language Understanding",
+    "sentence_mapping.py": "Analyzing Zero-shot Cross-lingual Transfer in Supervised NLP Tasks",
+}
+PAPER_TEXT = {"ear_push_pull.py": "ear_ding2022.txt"}  # papers whose stored text begins with its title page
+
+
+@pytest.mark.parametrize("script", sorted(TITLES))
+def test_docstring_cites_the_paper_by_its_title(script):
+    doc = ast.get_docstring(ast.parse((ROOT / script).read_text(encoding="utf-8")))
+    assert f'"{TITLES[script]}"' in " ".join(doc.split())
+    text = os.path.join(ROOT.parent, "shared", "papers", PAPER_TEXT.get(script, "-"))  # when present beside the repo
+    if os.path.isfile(text):  # where the paper's text is at hand: the title is the one on its first page
+        with open(text, encoding="utf-8") as f:
+            assert " ".join(f.readline().lstrip("# ").split()) == TITLES[script]

@@ -41,7 +41,7 @@ def test_evaluate_pads_words_cut_at_max_len_with_O():
     import torch
 
     class Fixed(torch.nn.Module):  # predicts intent 0 and slot tag 1 everywhere
-        def forward(self, ids, mask):
+        def forward(self, ids, mask, token_type_ids=None):
             B, T = ids.shape
             return None, torch.tensor([[1.0, 0.0]]).repeat(B, 1), torch.tensor([0.0, 1.0]).repeat(B, T, 1), None
 

@@ -3,6 +3,8 @@ both stages end to end with --model tiny (align, then fine-tune the saved encode
 retrieval probe of tools/align_probe.py."""
 import json
 import math
+import os
+import subprocess
 import sys
 
 import pytest
@@ -162,6 +164,7 @@ def test_align_then_finetune_the_saved_encoder(tmp_path):
     saved = tmp_path / "align" / "aligned"
     enc, _ = common.load_encoder(str(saved))  # a normal HF folder, loadable by every script
     assert enc.config.hidden_size == 64
+    assert ppa.parse_args(["--model", str(saved), "--data", "demo"]).lr == ppa.DEMO["lr"]  # tiny's, aligned or not
     final = ppa.main(["--stage", "finetune", "--model", str(saved), "--data", "demo", "--data_dir", str(ROOT / "data/demo"),
                       "--lang", "de", "--lr", "1e-3", "--epochs", "6", "--batch_size", "16", "--max_len", "64",
                       "--out_dir", str(tmp_path / "ft")])
@@ -239,3 +242,122 @@ def test_align_probe_retrieval_and_premise_rows(tmp_path):
     write(tmp_path / "dev-de.tsv", "\n".join(x.replace("p", "q") for x in en) + "\n")
     got = align_probe.premises(tmp_path, ["de"], 5)  # the second half (rows 4-7), each premise once
     assert got == {"en": ["p3", "p4"], "de": ["q3", "q4"]}
+
+
+def test_qa_refuses_translate_train_and_code_switch(capsys):
+    """QA trains on English SQuAD only: the data options are refused, not ignored and named in the run."""
+    for flags in (["--translate_train"], ["--translate_train", "--code_switch"]):
+        with pytest.raises(SystemExit):
+            ppa.parse_args(["--stage", "finetune", "--data", "mlqa", *flags])
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert "error: --data mlqa" in err and "not implemented for QA" in err
+    assert not ppa.parse_args(["--stage", "finetune", "--data", "mlqa"]).translate_train
+
+
+def test_schedule_ends_at_the_last_step_taken(tmp_path, monkeypatch):
+    """With translations each English example's group (4 items here) stays in one batch, so batches
+    hold 8 items at --batch_size 6: the linear decay must plan the steps actually taken."""
+    made = []
+    schedule = ppa.schedule
+    monkeypatch.setattr(ppa, "schedule", lambda opt, total, warmup: made.append((total, schedule(opt, total, warmup)))
+                        or made[-1][1])
+    ppa.main(["--stage", "finetune", "--data", "demo", "--data_dir", str(ROOT / "data/demo"), "--lang", "de,es,fr",
+              "--model", "tiny", "--device", "cpu", "--translate_train", "--batch_size", "6", "--epochs", "2",
+              "--out_dir", str(tmp_path), "--log_every", "1000"])
+    res = json.loads((tmp_path / "results.json").read_text())
+    (total, sched), = made
+    assert res["steps"] == total == 2 * 100  # 200 groups of 4 items, two groups a batch
+    assert sched.get_last_lr()[0] == pytest.approx(0.0, abs=1e-12)  # decayed to 0 at the last step
+
+
+@pytest.mark.parametrize("stage", [[], ["--stage", "align"]])
+def test_demo_is_one_command_from_any_directory(tmp_path, stage):
+    """`--data demo --model tiny` alone runs either stage from another working directory: the demo data
+    resolve in the repository, and the align stage reads the demo's translations as parallel data."""
+    run = subprocess.run([sys.executable, str(ROOT / "ppa_moco_tlm.py"), "--data", "demo", "--model", "tiny", *stage,
+                          "--out_dir", str(tmp_path / "out")], cwd=tmp_path, capture_output=True, text=True,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    res = json.loads((tmp_path / "out" / "results.json").read_text())
+    if stage:
+        assert res["method"] == "ppa_align" and res["pairs_kept"] == 200 and res["args"]["min_len"] == 1
+        assert (tmp_path / "out" / "aligned" / "config.json").is_file()
+    else:
+        assert res["method"] == "finetune" and res["metrics"]["en"]["test"]["accuracy"] > 50
+
+
+# ---------------------------------------------------------------------------- segment ids (BERT)
+
+
+def tiny_bert(folder, sentences):
+    """A small random BERT (two token types) and a WordPiece tokenizer over the words of `sentences`."""
+    from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
+    words = sorted({w for s in sentences for w in s.lower().split()})
+    vocab = write(folder.parent / "vocab.txt", "\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]) + "\n")
+    tok = BertTokenizerFast(vocab_file=str(vocab))
+    cfg = BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64, type_vocab_size=2, max_position_embeddings=128)
+    torch.manual_seed(0)
+    BertForMaskedLM(cfg).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder, tok
+
+
+def spy_bert(monkeypatch):
+    """Record the keyword tensors of every BertModel forward call."""
+    from transformers.models.bert import modeling_bert
+    calls, forward = [], modeling_bert.BertModel.forward
+
+    def spy(self, *a, **kw):
+        calls.append({k: v.detach().cpu().clone() for k, v in kw.items() if torch.is_tensor(v)})
+        return forward(self, *a, **kw)
+    monkeypatch.setattr(modeling_bert.BertModel, "forward", spy)
+    return calls
+
+
+def second_segment(ids, sep_id):
+    """The token types of `[CLS] a [SEP] b [SEP] [PAD]...`: 1 on `b [SEP]`, 0 elsewhere."""
+    is_sep = ids == sep_id
+    seen = is_sep.long().cumsum(1)  # [SEP]s up to and including each position
+    return ((seen == 1) & ~is_sep | (seen == 2) & is_sep).long()
+
+
+def test_tlm_pairs_carry_segment_ids_for_bert(tmp_path, monkeypatch):
+    train = common.load_split("demo", ROOT / "data/demo", "en", "train")
+    de = common.load_translations("demo", ROOT / "data/demo", "de", train)
+    folder, tok = tiny_bert(tmp_path / "bert", [" ".join(e.words) for e in train] + de)
+    calls = spy_bert(monkeypatch)
+    ppa.main(["--stage", "align", "--parallel", f"demo:{ROOT / 'data/demo'}:de", "--min_len", "1", "--model", str(folder),
+              "--device", "cpu", "--batch_size", "8", "--queue", "16", "--max_len", "64", "--max_steps", "2",
+              "--out_dir", str(tmp_path / "out")])
+    assert len(calls) == 2 * 3  # per step: the query side, the key side, then TLM on the pair
+    for c in calls[0::3] + calls[1::3]:  # one sentence each: segment 0 throughout
+        assert c["token_type_ids"].sum() == 0 and ((c["input_ids"] == tok.sep_token_id).sum(1) == 1).all()
+    tlm = calls[2::3]
+    for c in tlm:  # masking never selects [SEP]: the segments are those of the unmasked pair
+        assert ((c["input_ids"] == tok.sep_token_id).sum(1) == 2).all()
+        assert torch.equal(c["token_type_ids"], second_segment(c["input_ids"], tok.sep_token_id))
+        assert c["token_type_ids"].sum() > 0
+    from transformers import BertModel
+    bert = BertModel.from_pretrained(folder).eval()
+    c = tlm[0]
+    with torch.no_grad():
+        h = bert(input_ids=c["input_ids"], attention_mask=c["attention_mask"], token_type_ids=c["token_type_ids"])
+        h0 = bert(input_ids=c["input_ids"], attention_mask=c["attention_mask"])
+    assert not torch.allclose(h.last_hidden_state, h0.last_hidden_state, atol=1e-4)
+
+
+def test_pair_fine_tuning_carries_segment_ids_for_bert(tmp_path, monkeypatch):
+    rows = [("the cat sat on the mat", "a cat is on the mat", "1"), ("the dog ran home", "the cat sat down", "0")] * 4
+    for name in ("train-en", "dev-en", "test-en", "dev-de", "test-de"):
+        write(tmp_path / "pawsx" / f"{name}.tsv", "".join(f"{a}\t{b}\t{y}\n" for a, b, y in rows))
+    folder, tok = tiny_bert(tmp_path / "bert", [a + " " + b for a, b, _ in rows])
+    calls = spy_bert(monkeypatch)
+    ppa.main(["--stage", "finetune", "--data", "pawsx", "--data_dir", str(tmp_path / "pawsx"), "--lang", "de",
+              "--model", str(folder), "--device", "cpu", "--batch_size", "4", "--epochs", "1", "--max_len", "64",
+              "--out_dir", str(tmp_path / "out")])
+    train = [c for c in calls if c["input_ids"].shape[0] == 4]  # the two training steps (evaluation: batches of 8)
+    assert len(train) == 2
+    for c in train:
+        assert torch.equal(c["token_type_ids"], second_segment(c["input_ids"], tok.sep_token_id))
+        assert c["token_type_ids"].sum() > 0

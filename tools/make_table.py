@@ -31,6 +31,19 @@ import shlex
 import statistics
 from pathlib import Path
 
+
+
+def read_results(path):
+    """One results.json; a broken or truncated one is an error naming the file, not a JSON traceback."""
+    try:
+        res = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise SystemExit(f"error: {path}: not a readable results file ({e})") from None
+    if not isinstance(res, dict):
+        raise SystemExit(f"error: {path}: not a results file (a JSON object is expected)")
+    return res
+
+
 # (data, metric) -> method -> (source, {lang: number}); typed in from the papers' tables (XLM-R large).
 XA21 = "Gritta & Iacobacci 2021"
 CH20 = "Choi et al. 2020"
@@ -172,7 +185,7 @@ def load(folders, data):
     runs = {}
     for folder in [folders] if isinstance(folders, (str, Path)) else folders:
         for path in sorted(Path(folder).rglob("results.json")):
-            res = json.loads(path.read_text())
+            res = read_results(path)
             if res.get("data") == data and res.get("metrics"):  # (PPA's alignment stage has no metrics)
                 runs.setdefault(method_name(res), []).append({**res, "path": str(path)})
     rank = {m: i for i, m in enumerate(ORDER)}

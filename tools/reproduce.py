@@ -26,6 +26,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from make_table import read_results
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # settings_differ imports the method files for their parsers
 FOLDERS = {"mtod": "mtod", "matis": "multiatis", "massive": "massive", "sts": "sts", "xnli": "xnli",
@@ -134,6 +136,8 @@ def settings_differ(had, script, argv):
     `argv` would run."""
     module = importlib.import_module(script[:-3])  # the method file's own parser gives every default
     want = vars(module.parse_args(argv))
+    if had.get("amp") is True:  # written before --amp could turn bf16 on for the CPU: it meant "on CUDA"
+        had = {**had, "amp": None}
     return [f"--{k} {had[k]!r} (now {want[k]!r})" for k in want
             if k in had and k not in IGNORED and file_names(had[k]) != file_names(want[k])]
 
@@ -195,7 +199,7 @@ def main(argv=None):
     existing = {}  # out -> its results.json's args, read once; before anything runs, ones made otherwise stop the grid
     for out, cmd in [] if a.dry_run else todo:
         if (out / "results.json").is_file():
-            existing[out] = json.loads((out / "results.json").read_text()).get("args", {})
+            existing[out] = read_results(out / "results.json").get("args", {})
             diff = settings_differ(existing[out], cmd[1], cmd[2:])
             if diff:
                 raise SystemExit(f"error: {out / 'results.json'} was made with other settings: {'; '.join(diff)}. "

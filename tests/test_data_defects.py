@@ -1,0 +1,326 @@
+"""Data defects that used to pass silently or crash deep inside a library: each is now a DataError
+naming the file (and line), or a counted note in DATA_NOTES. Files are written per test."""
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+from conftest import FIX, write
+
+import common
+
+BOM = "\ufeff"
+MATIS_HEADER = "id\tutterance\tslot_labels\tintent\n"
+
+
+def mtop_row(uid, intent, words, slots="", locale="en_XX"):
+    """One MTOP line; uid None gives the old 7-column copy (no id column)."""
+    spans, pos = [], 0
+    for w in words:
+        spans.append({"start": pos, "length": len(w)})
+        pos += len(w) + 1
+    toks = json.dumps({"tokens": words, "tokenSpans": spans}, separators=(",", ":"))
+    cols = [uid, "IN:" + intent, slots, " ".join(words), "dom", locale, f"[IN:{intent} ]", toks]
+    return "\t".join(cols if uid is not None else cols[1:])
+
+
+def massive_row(uid, intent, annot, partition="train", locale="en-US"):
+    return json.dumps({"id": uid, "locale": locale, "partition": partition, "intent": intent,
+                       "utt": annot, "annot_utt": annot}, ensure_ascii=False)
+
+
+def write_bytes(path, data):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def run_args(data, data_dir, **kw):
+    return argparse.Namespace(**{"data": data, "data_dir": str(data_dir), "train_lang": "en", "limit_train": 0, **kw})
+
+
+@pytest.fixture(autouse=True)
+def clean_notes():
+    common.DATA_NOTES.clear()
+    yield
+    common.DATA_NOTES.clear()
+
+
+# ----------------------------------------------------------------------------- 1. pairing by id
+
+
+def test_mtop_seven_column_line_ids_never_pair_across_languages(tmp_path):
+    """7-column MTOP has no ids; line numbers are not keys (MTOP is not parallel by line)."""
+    for lang, words in (("en", ["set", "alarm"]), ("de", ["wetter", "heute"])):
+        write(tmp_path / lang / "train.txt", mtop_row(None, "X", words) + "\n" + mtop_row(None, "Y", words) + "\n")
+    en = common.load_split("mtop", tmp_path, "en", "train")
+    assert [e.id for e in en] == ["train.txt:1", "train.txt:2"]  # the ids themselves are unchanged
+    assert common.load_translations("mtop", tmp_path, "de", en) == [None, None]
+
+
+def test_id_pairing_with_disagreeing_intents_is_an_error(tmp_path):
+    en = write(tmp_path / "en/train.txt", "".join(mtop_row(str(i), "A", ["w", str(i)]) + "\n" for i in range(30)))
+    de = write(tmp_path / "de/train.txt", "".join(mtop_row(str(i), "A" if i < 6 else "B", ["v", str(i)]) + "\n"
+                                                  for i in range(30)))
+    english = common.load_split("mtop", tmp_path, "en", "train")
+    with pytest.raises(common.DataError, match=rf"^{en}, {de}: .*intent agrees on only 20.0% of 30 "):
+        common.load_translations("mtop", tmp_path, "de", english)
+
+
+def test_id_pairing_records_the_intent_agreement():
+    en = common.load_split("massive", FIX / "massive", "en", "train")
+    common.load_translations("massive", FIX / "massive", "de", en)
+    assert any("paired 3 of 3 English training examples by id" in n and "intent agrees on 100.0%" in n
+               for n in common.DATA_NOTES), common.DATA_NOTES
+
+
+# ----------------------------------------------------------------------------- 2. alignment without pairs
+
+
+def test_align_with_zero_translations_says_where_they_are_looked_for(tmp_path):
+    write(tmp_path / "data/en-US.jsonl", massive_row("1", "a", "x") + "\n" + massive_row("1", "a", "y", "dev") + "\n"
+          + massive_row("1", "a", "z", "test") + "\n")
+    write(tmp_path / "data/de-DE.jsonl", massive_row("9", "a", "x", locale="de-DE") + "\n"
+          + massive_row("9", "a", "y", "dev", "de-DE") + "\n" + massive_row("9", "a", "z", "test", "de-DE") + "\n")
+    with pytest.raises(common.DataError, match=r"^.*: --lang de: no translations .*translate-train/de.txt.*de-DE.jsonl"):
+        common.load_data(run_args("massive", tmp_path), ["de"], align=True)
+    train, trans, _ = common.load_data(run_args("massive", tmp_path), ["de"], align=False)  # no alignment: fine
+    assert len(train) == 1 and trans == {}
+
+
+def test_align_with_zero_translations_among_the_limit_train_subset(tmp_path):
+    for f in (FIX / "massive/data").iterdir():  # German lacks the translation of id 2, the one --limit_train 1 keeps
+        rows = f.read_text(encoding="utf-8").splitlines()
+        write(tmp_path / "data" / f.name, "\n".join(r for r in rows if not (f.name.startswith("de") and '"id": "2"' in r)))
+    with pytest.raises(common.DataError, match=r"--lang de: no translations of the 1 training examples .*full training "
+                                               r"set has 2 .*--limit_train"):
+        common.load_data(run_args("massive", tmp_path, limit_train=1), ["de"], align=True)
+
+
+def test_align_without_a_target_train_file_says_where_translations_are_looked_for():
+    with pytest.raises(common.DataError, match=r"^.*pawsx_xtreme: --lang de: no translations .*translate-train/de.tsv"
+                                               r".*train-de.tsv: file not found"):
+        common.load_data(run_args("pawsx", FIX / "pawsx_xtreme"), ["de"], align=True)
+
+
+# ----------------------------------------------------------------------------- 3. empty splits
+
+
+def test_empty_mtop_test_file_is_a_load_time_error(tmp_path):
+    for f in (FIX / "mtop").glob("*/*.txt"):
+        write(tmp_path / f.parent.name / f.name, f.read_text(encoding="utf-8"))
+    empty = write(tmp_path / "de/test.txt", "")
+    with pytest.raises(common.DataError, match=rf"^{empty}: no examples"):
+        common.load_data(run_args("mtop", tmp_path), ["de"], align=False)
+
+
+def test_matis_header_only_file_is_an_error(tmp_path):
+    f = write(tmp_path / "test_DE.tsv", MATIS_HEADER)
+    with pytest.raises(common.DataError, match=rf"^{f}: no examples"):
+        common.load_split("matis", tmp_path, "de", "test")
+
+
+def test_massive_partition_typo_is_an_error_naming_the_partitions_found(tmp_path):
+    f = write(tmp_path / "data/de-DE.jsonl", massive_row("1", "a", "x") + "\n" + massive_row("2", "a", "y", "tset") + "\n")
+    with pytest.raises(common.DataError, match=rf"^{f}: no examples with partition 'test' \(partitions found: train, tset\)"):
+        common.load_split("massive", tmp_path, "de", "test")
+
+
+def test_empty_train_split_is_an_error(tmp_path):
+    f = write(tmp_path / "train-en.tsv", "\n")
+    write(tmp_path / "dev-en.tsv", "a\tb\t0\n")
+    write(tmp_path / "test-en.tsv", "a\tb\t0\n")
+    with pytest.raises(common.DataError, match=rf"^{f}: no examples"):
+        common.load_data(run_args("pawsx", tmp_path), [], align=False)
+
+
+# ----------------------------------------------------------------------------- 4. byte-order marks
+
+
+def test_bom_matis_header_is_still_skipped(tmp_path):
+    f = write(tmp_path / "train_EN.tsv", BOM + MATIS_HEADER + "1\tflights\tO\tatis_flight\n")
+    assert [e.id for e in common.read_matis(f)] == ["1"]
+
+
+def test_bom_mtop_seven_and_eight_columns(tmp_path):
+    f = write(tmp_path / "seven.txt", BOM + mtop_row(None, "CREATE_ALARM", ["set", "alarm"]) + "\n")
+    assert common.read_mtop(f)[0].intent == "CREATE_ALARM"
+    for lang in ("en", "de"):
+        write(tmp_path / lang / "train.txt", (BOM if lang == "de" else "") + mtop_row("11", "A", [lang, "x"]) + "\n")
+    en = common.load_split("mtop", tmp_path, "en", "train")
+    assert common.load_translations("mtop", tmp_path, "de", en) == ["de x"]
+
+
+def test_bom_mtod_parses(tmp_path):
+    f = write(tmp_path / "train-en.conllu", BOM + "# text: hi\n# intent: a/b\n# slots: \n1\thi\ta/b\tNoLabel\n\n")
+    exs = common.read_mtod(f)
+    assert len(exs) == 1 and exs[0].words == ["hi"] and exs[0].intent == "a/b"
+
+
+def test_bom_pairs_sts_and_translations_keep_no_mark(tmp_path):
+    f = write(tmp_path / "dev-de.tsv", BOM + "a\tb\t1\n")
+    assert common.read_pairs(f, 0, 1, 2, False, "pawsx")[0].a == "a"
+    f = write(tmp_path / "XNLI-1.0/xnli.dev.tsv", BOM + "language\tgold_label\tsentence1\tsentence2\nde\tneutral\tp\th\n")
+    assert common.read_pairs(f, "sentence1", "sentence2", "gold_label", True, "xnli", "de", "language")[0].a == "p"
+    f = write(tmp_path / "korsts/sts-dev.tsv", BOM + "genre\tfilename\tyear\tid\tscore\tsentence1\tsentence2\n"
+              "g\tf\t2012\t1\t2.5\tone\ttwo\n")
+    assert [(p.a, p.key[0]) for p in common.read_sts(f)] == [("one", "g")]
+    f = write(tmp_path / "stsbenchmark/sts-dev.csv", BOM + "g\tf\t2012\t1\t2.5\tone\ttwo\n")
+    assert common.read_sts(f)[0].key[0] == "g"
+    f = write(tmp_path / "stsb-multi-mt/stsb-de-dev.csv", BOM + "eins,zwei,2.5\n")
+    assert common.read_sts(f)[0].a == "eins"
+    a, b = write(tmp_path / "p.en", BOM + "hello\n"), write(tmp_path / "p.de", BOM + "hallo\n")
+    assert common.read_parallel([a, b]) == [("hello", "hallo")]
+    f = write(tmp_path / "squad.json", BOM + json.dumps({"data": [{"paragraphs": [{"context": "c", "qas": [
+        {"id": "q", "question": "?", "answers": [{"text": "c", "answer_start": 0}]}]}]}]}))
+    assert common.read_squad(f)[0].id == "q"
+    for f in (FIX / "mtod/en").iterdir():
+        write(tmp_path / "mtod/en" / f.name, f.read_text(encoding="utf-8"))
+    en = common.load_split("mtod", tmp_path / "mtod", "en", "train")
+    write(tmp_path / "mtod/translate-train/de.txt", BOM + "eins\nzwei\ndrei\n")
+    assert common.load_translations("mtod", tmp_path / "mtod", "de", en) == ["eins", "zwei", "drei"]
+
+
+# ----------------------------------------------------------------------------- 5. bytes that are not UTF-8
+
+
+BAD = b"abcd\xff rest"  # the bad byte is the 5th character of line 2
+
+
+def _bad_file(tmp_path, name, first, rest=b"\n"):
+    return write_bytes(tmp_path / name, first.encode() + b"\n" + BAD + rest)
+
+
+@pytest.mark.parametrize("name,first,read", [
+    ("en/train.txt", mtop_row("1", "A", ["x"]), common.read_mtop),
+    ("train-en.conllu", "# intent: a/b", common.read_mtod),
+    ("train_EN.tsv", MATIS_HEADER.strip(), common.read_matis),
+    ("data/en-US.jsonl", massive_row("1", "a", "x"), lambda f: common.read_massive(f, "train")),
+    ("dev-de.tsv", "a\tb\t1", lambda f: common.read_pairs(f, 0, 1, 2, False, "pawsx")),
+    ("korsts/sts-dev.tsv", "genre\tfilename\tyear\tid\tscore\tsentence1\tsentence2", common.read_sts),
+    ("stsb-de-dev.csv", "a,b,1.0", common.read_sts),
+    ("squad.json", "{", common.read_squad),
+    ("pairs.tsv", "a\tb", lambda f: common.read_parallel([f])),
+])
+def test_non_utf8_byte_names_file_line_and_column(tmp_path, name, first, read):
+    f = _bad_file(tmp_path, name, first)
+    with pytest.raises(common.DataError, match=rf"^{f}:2: not valid UTF-8 \(byte 0xff at column 5\)"):
+        read(f)
+
+
+def test_non_utf8_in_translations_and_language_listing(tmp_path):
+    en = common.load_split("matis", FIX / "matis", "en", "train")
+    for f in FIX.joinpath("matis").glob("*.tsv"):
+        write(tmp_path / f.name, f.read_text(encoding="utf-8"))
+    f = write_bytes(tmp_path / "translate-train/de.txt", b"eins\n" + BAD + b"\ndrei\n")
+    with pytest.raises(common.DataError, match=rf"^{f}:2: not valid UTF-8"):
+        common.load_translations("matis", tmp_path, "de", en)
+    f = write_bytes(tmp_path / "xnli/XNLI-1.0/xnli.test.tsv", b"language\tgold_label\r\nde\tneutral\r\n" + BAD + b"\r\n")
+    with pytest.raises(common.DataError, match=rf"^{f}:3: not valid UTF-8 \(byte 0xff at column 5\)"):
+        common.languages("xnli", tmp_path / "xnli")
+
+
+# ----------------------------------------------------------------------------- 6. merged or misaligned annotations
+
+
+def test_mtod_missing_blank_line_between_utterances(tmp_path):
+    f = write(tmp_path / "train-en.conllu", "# text: hi\n# intent: a/b\n# slots: \n1\thi\ta/b\tNoLabel\n"
+              "# text: bye\n# intent: c/d\n# slots: \n1\tbye\tc/d\tNoLabel\n\n")
+    with pytest.raises(common.DataError, match=rf"^{f}:5: .*blank line"):
+        common.read_mtod(f)
+
+
+def test_mtop_fewer_tokens_than_token_spans(tmp_path):
+    cols = mtop_row("1", "A", ["set", "alarm"]).split("\t")
+    toks = json.loads(cols[7])
+    toks["tokens"] = toks["tokens"][:1]
+    cols[7] = json.dumps(toks)
+    f = write(tmp_path / "train.txt", mtop_row("0", "A", ["ok"]) + "\n" + "\t".join(cols) + "\n")
+    with pytest.raises(common.DataError, match=rf"^{f}:2: 1 tokens but 2 tokenSpans"):
+        common.read_mtop(f)
+
+
+@pytest.mark.parametrize("slot,problem", [("5:9:SL:T", "does not start at a token"),  # 'larm' of 'alarm'
+                                          ("4:7:SL:T", "ends inside the token 'alarm'"),
+                                          ("3:9:SL:T", "does not start at a token")])  # the space before 'alarm'
+def test_mtop_slot_off_token_boundaries(tmp_path, slot, problem):
+    f = write(tmp_path / "train.txt", mtop_row("1", "A", ["set", "alarm", "now"], slot) + "\n")
+    with pytest.raises(common.DataError, match=rf"^{f}:1: slot '{slot}' {problem}"):
+        common.read_mtop(f)
+
+
+def test_mtop_overlapping_and_repeated_spans_are_counted_later_span_wins(tmp_path):
+    rows = [mtop_row("1", "A", ["set", "alarm", "now"], "4:13:SL:X,10:13:SL:Y"),  # overlap: 'now' is I-X then B-Y
+            mtop_row("2", "A", ["set", "alarm", "now"], "0:3:SL:X,0:3:SL:X"),  # repeated
+            mtop_row("3", "A", ["set", "alarm", "now"], "0:3:SL:X,4:9:SL:Y")]  # adjacent: fine
+    f = write(tmp_path / "train.txt", "\n".join(rows) + "\n")
+    exs = common.read_mtop(f)
+    assert exs[0].slots == ["O", "B-X", "B-Y"] and exs[1].slots == ["B-X", "O", "O"]
+    assert exs[2].slots == ["B-X", "B-Y", "O"]
+    assert common.DATA_NOTES == [f"{f}: 2 slot spans overlap or repeat an earlier span of their row (lines 1, 2); "
+                                 "on shared tokens the later span's tag wins"]
+
+
+# ----------------------------------------------------------------------------- 7. CLI language lists, notes
+
+
+def test_lang_list_with_an_empty_item_is_an_error():
+    for spec in ("de,,es", "de,", ","):
+        with pytest.raises(common.DataError, match=r"--lang .*empty"):
+            common.resolve_langs(spec, "massive", FIX / "massive")
+
+
+def test_unknown_language_lists_those_found():
+    with pytest.raises(common.DataError, match=rf"^{FIX / 'massive'}: --lang xx: no xx data here \(found: de, en\)"):
+        common.resolve_langs("de,xx", "massive", FIX / "massive")
+    assert common.resolve_langs("de-DE", "massive", FIX / "massive") == ["de-DE"]  # a full locale still works
+    assert common.resolve_langs("DE", "matis", FIX / "matis") == ["DE"]
+
+
+def test_xnli_lang_all_on_test_files_only(tmp_path):
+    write(tmp_path / "x/test-en.tsv", "a\tb\tneutral\n")
+    write(tmp_path / "x/test-de.tsv", "a\tb\tneutral\n")
+    assert common.resolve_langs("all", "xnli", tmp_path / "x") == ["de"]
+    write(tmp_path / "v1/XNLI-1.0/xnli.dev.tsv", "language\tgold_label\tsentence1\tsentence2\nen\tneutral\ta\tb\n"
+          "fr\tneutral\ta\tb\n")
+    assert common.resolve_langs("all", "xnli", tmp_path / "v1") == ["fr"]
+
+
+def test_blank_translate_train_lines_are_missing_and_counted(tmp_path):
+    for f in (FIX / "mtod/en").iterdir():
+        write(tmp_path / "en" / f.name, f.read_text(encoding="utf-8"))
+    en = common.load_split("mtod", tmp_path, "en", "train")
+    mt = write(tmp_path / "translate-train/de.txt", "eins\n  \ndrei\n")
+    assert common.load_translations("mtod", tmp_path, "de", en) == ["eins", None, "drei"]
+    assert common.DATA_NOTES == [f"{mt}: 1 blank lines (missing translations; lines 2)"]
+    mt = write(tmp_path / "translate-train/de.tsv", "a\tb\n\nc\td\n")
+    pairs = [common.Pair(str(i), "x", "y", "0") for i in range(3)]
+    assert common.load_translations("pawsx", tmp_path, "de", pairs) == [("a", "b"), None, ("c", "d")]
+
+
+def test_eval_labels_never_seen_in_training_are_counted():
+    class Tok:  # one token per word
+        unk_token_id = 3
+
+        def convert_tokens_to_ids(self, t):
+            return 3
+
+        def __call__(self, words, is_split_into_words):
+            enc = {"input_ids": [0] + [9] * len(words) + [2]}
+            wids = [None, *range(len(words)), None]
+            return type("Enc", (dict,), {"word_ids": lambda self: wids})(enc)
+    labels = common.Labels(["a"], ["O", "t"])
+    ex = [common.Example("1", ["x", "y", "z"], "a", ["B-t", "B-u", "I-u"]),
+          common.Example("2", ["x"], "new", ["O"]), common.Example("3", ["x"], "new2", ["B-v"])]
+    args = argparse.Namespace(data="mtop", max_len=64)
+    common.encode_evals(Tok(), {"de": {"test": ex, "dev": ex[:1]}}, labels, args)
+    assert common.DATA_NOTES == [
+        "mtop/de/test: 2 of 3 examples have an intent never seen in training (new, new2); "
+        "3 of 5 words have a slot type never seen in training (u, v)",
+        "mtop/de/dev: 2 of 3 words have a slot type never seen in training (u)"]
+
+
+def test_stsb_multi_mt_trailing_blank_line_is_skipped(tmp_path):
+    f = write(tmp_path / "stsb-de-test.csv", "eins,zwei,2.5\n\n")
+    assert len(common.read_sts(f)) == 1
