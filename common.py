@@ -1,31 +1,28 @@
-"""Shared infrastructure for the xalign method files: data, model heads, metrics, run utilities.
+"""What the xalign method files share: data loading, the task heads, the metrics, a results writer.
 
-What lives here (and nothing else): readers for the official layouts of MTOP, MTOD, MultiATIS++,
-MASSIVE (and the embedded demo), PAWS-X and XNLI; translation pairing for alignment; subword label
-alignment and dynamic-padding batches; the encoder with its task heads; the metrics; seeding,
-device, bf16 autocast and torchrun/DDP setup; the shared run flags; the results.json writer; and
-`python common.py download <name>`. Losses, optimisers, schedules and training loops live in the
-method files, because they are what each method is.
+Data: readers for the official layouts of MTOP, MTOD, MultiATIS++, MASSIVE (and the embedded demo),
+PAWS-X, XNLI, the STS sets and SQuAD/MLQA; translations of the English training set for alignment
+(`translate-train/<lang>.txt` or parallel ids); label encoding, subword alignment and dynamic-padding
+batches (`load_task`, `train_items`, `encode_evals`, `make_loader`). Heads: the encoder (a hub name,
+a local folder, or `tiny`) with a sentence head and a token head (`TaskModel`), the joint task loss,
+the QA head. Metrics: `evaluate` over a dataset, slot F1, Pearson/Spearman, MLQA F1/EM. Results:
+`save_results` (atomic), `check_out_dir` (never replace a run made with other settings), and the
+`log`/`log_metrics` lines. Arguments, seeding, device and precision setup, the training loop, model
+selection and every loss live in the method files: they are what each method is.
 
 Records: an intent/slot example is `Example(id, words, intent, slots)` with BIO slot tags, one per
 word; a sentence-pair example is `Pair(id, a, b, label)`. Bad input raises `DataError` naming the
 file, the line and the problem. Known dataset defects that the papers also drop (MultiATIS++ rows
-whose token and label counts differ) are skipped, counted and reported in `DATA_NOTES`, which each
-run prints and stores in its results.json.
+whose token and label counts differ) are skipped, counted and reported by `notes()`, which each run
+prints and stores in its results.json.
 """
-import argparse
 import contextlib
 import functools
 import json
 import os
 import random
 import re
-import shutil
 import subprocess
-import tarfile
-import time
-import urllib.request
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -141,7 +138,7 @@ def _lines(path):
 def _need(path, data):
     if not Path(path).is_file():
         url, layout = PUBLISHED[data]
-        hint = f"python common.py download {data}" if data in DOWNLOADS else "see the README"
+        hint = f"python tools/download.py {data}" if data in DOWNLOADS else "see the README"
         raise DataError(f"{path}: file not found. The {data} loader expects {layout}. "
                         f"Published at: {url} ({hint}).")
     return Path(path)
@@ -440,7 +437,7 @@ def resolve_langs(spec, data, data_dir):
     if not Path(data_dir).is_dir():
         url, layout = PUBLISHED[data]
         raise DataError(f"{data_dir}: dataset folder not found. The {data} loader expects {layout}. "
-                        f"Published at: {url}" + (f" (python common.py download {data})" if data in DOWNLOADS else ""))
+                        f"Published at: {url}" + (f" (python tools/download.py {data})" if data in DOWNLOADS else ""))
     if spec == "all":
         langs = languages(data, data_dir)
     else:
@@ -1109,35 +1106,27 @@ def train_items(tok, train, labels, trans, max_len, where):
     return items
 
 
-def prepare(args, align, tagging="io"):
-    """Everything a run reads before training: (langs, encoder, tokenizer, labels, training items
-    (with their translations when `align`), {lang: {split: (examples, items)}}). Bad data ends the
-    run with its `file:line: problem` message; data notes are printed."""
-    try:
-        langs = resolve_langs(args.lang, args.data, args.data_dir)
-        train, trans, evals = load_data(args, langs, align)
-        enc, tok = load_encoder(args.model, texts_of(train, trans, evals), args.out_dir, args.max_len)
-        labels = Labels.from_train(args.data, train, tagging)
-        items = train_items(tok, train, labels, trans, args.max_len, f"{args.data}/{args.train_lang}/train")
-        evals = encode_evals(tok, evals, labels, args)
-    except DataError as e:
-        raise SystemExit(f"error: {e}") from None
-    for note in notes():
-        log(f"data note: {note}")
-    log(f"train {len(items)} {args.train_lang} examples"
-        + (f", aligned with {', '.join(f'{k}: {sum(t is not None for t in v)}' for k, v in trans.items())} translations"
-           if trans else "") + f" | {len(labels.intents)} classes, {len(labels.slots)} slot tags")
-    return langs, enc, tok, labels, items, evals
-
-
-def encode_evals(tok, evals, labels, args):
+def encode_evals(tok, evals, labels, max_len, data=""):
     """{lang: {split: examples}} -> {lang: {split: (examples, encoded items)}}. Intents and slot
     types that the training set lacks (the model cannot predict them) are counted in DATA_NOTES."""
     for lang, d in evals.items():
         for s, xs in d.items():
-            _count_unseen(f"{args.data}/{lang}/{s}", xs, labels)
-    return {lang: {s: (xs, [encode(tok, e, labels, args.max_len, f"{args.data}/{lang}/{s}") for e in xs])
+            _count_unseen(f"{data}/{lang}/{s}", xs, labels)
+    return {lang: {s: (xs, [encode(tok, e, labels, max_len, f"{data}/{lang}/{s}") for e in xs])
                    for s, xs in d.items()} for lang, d in evals.items()}
+
+
+def load_task(data, data_dir, lang, train_lang="en", limit_train=0, align=False, dev_halves=False):
+    """The examples of one run, as its flags name them: (target languages, training examples,
+    {lang: their translations} when `align`, {lang: {"dev"|"test": examples}} for English and each
+    target). `lang` is `de`, `de,es` or `all`; `limit_train` keeps one fixed random subset (the same
+    for every seed and method); `dev_halves` splits the row-parallel dev sets of PAWS-X/XNLI. Bad
+    input raises DataError naming the file and line; defects are counted in notes()."""
+    import types
+    langs = resolve_langs(lang, data, data_dir)
+    flags = types.SimpleNamespace(data=data, data_dir=data_dir, train_lang=train_lang, limit_train=limit_train,
+                                  dev_halves=dev_halves)
+    return (langs, *load_data(flags, langs, align))
 
 
 def _count_unseen(where, examples, labels):
@@ -1165,7 +1154,7 @@ class TaskModel(nn.Module):
     for intent/slot data, a token head. Heads are single linear layers, as in the official code.
 
     cls='pooler' uses the encoder's pooler output tanh(W h_<s> + b), which is what the official
-    XeroAlign/CrossAligner code calls CLS (METHODS.md 1.2); cls='first' uses the raw first-token
+    XeroAlign/CrossAligner code calls CLS; cls='first' uses the raw first-token
     state, which is what the papers' text describes."""
 
     def __init__(self, encoder, n_classes, n_slots=0, cls="pooler"):
@@ -1365,67 +1354,6 @@ def spearman(x, y):
 # ----------------------------------------------------------------------------- run utilities
 
 
-def add_run_args(p, datasets=DATASETS, default_data="demo"):
-    """The run flags every method file shares, with the same meaning everywhere. Defaults left as
-    None are the method's paper defaults for --data, resolved (and printed) by the method file."""
-    g = p.add_argument_group("run (the same in every method file)")
-    g.add_argument("--data", choices=datasets, default=default_data, help="dataset")
-    g.add_argument("--lang", default="de", help="target language(s): 'th', 'de,es,fr' or 'all'; "
-                   "the English model is evaluated on English and on each of them")
-    g.add_argument("--model", default="xlm-roberta-large", help="HF hub name or local folder of the encoder; "
-                   "'tiny' builds a small random XLM-R-shaped encoder and a tokenizer on the data (offline)")
-    g.add_argument("--data_dir", default=None, help="dataset folder in its official layout (default data/<data>)")
-    g.add_argument("--train_lang", default="en", help="language of the labelled training data; "
-                   "a target language gives the papers' 'Target' upper bound")
-    g.add_argument("--epochs", type=int, default=None, help="training epochs (default: the paper's for --data)")
-    g.add_argument("--batch_size", type=int, default=None, help="effective batch size (over all GPUs)")
-    g.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the paper's for --data)")
-    g.add_argument("--max_len", type=int, default=None, help="max subwords per input (default: the paper's for --data)")
-    g.add_argument("--seed", type=int, default=123456789, help="random seed (the official code's)")
-    g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
-                   help="bf16 autocast. Default: on CUDA only; --amp also on CPU (opt-in: slower than fp32 for short "
-                        "inputs on CPUs without bf16 units); --no-amp: never")
-    g.add_argument("--out_dir", default=None,
-                   help="where results.json goes (default runs/<method>/<data>-<lang>-<train_lang>-<model>-s<seed>"
-                        "[-steps<N>][-n<limit_train>])")
-    g.add_argument("--overwrite", action="store_true",
-                   help="replace an existing results.json in --out_dir that was made with other settings")
-    g.add_argument("--max_steps", type=int, default=0, help="stop after this many optimizer steps (0: no cap; smoke runs)")
-    g.add_argument("--limit_train", type=int, default=0, help="train on a fixed random subset of N examples, the same for every seed and method (0: all)")
-    g.add_argument("--select_on", choices=["last", "en", "target"], default="last", help="which epoch's model is "
-                   "reported: the final one (as the official code), best English dev, or best target-language dev")
-    g.add_argument("--log_every", type=int, default=50, help="print a progress line every N steps")
-    g.add_argument("--dev_halves", action="store_true", help="pawsx/xnli without train sets: train on half of the "
-                   "(row-parallel) dev pairs, dev and test on quarters of the rest, in every language")
-    return p
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Prints '(default: x)' once: not for options without a default or whose help already says it."""
-
-    def _get_help_string(self, action):
-        if action.default is None or action.required or "default" in (action.help or ""):
-            return action.help
-        return super()._get_help_string(action)
-
-
-def check_run_args(p, args):
-    """Run flags that argparse's types cannot check: p.error gives the one-line usage error."""
-    for k in ("batch_size", "epochs", "max_len"):
-        if getattr(args, k, 1) is not None and getattr(args, k, 1) < 1:
-            p.error(f"--{k} must be at least 1, got {getattr(args, k)}")
-    for k in ("lr", "head_lr"):
-        if getattr(args, k, None) is not None and not getattr(args, k) > 0:
-            p.error(f"--{k} must be positive, got {getattr(args, k)}")
-    if args.max_steps < 0 or args.limit_train < 0:
-        p.error("--max_steps and --limit_train must be 0 (no cap) or positive")
-    if args.log_every < 1:
-        p.error(f"--log_every must be at least 1, got {args.log_every}")
-    if args.lang != "all" and any(not x.strip() for x in args.lang.split(",")):
-        p.error(f"--lang {args.lang!r}: an empty language code; give codes separated by commas, e.g. de,es")
-
-
 def default_out_dir(method, args):
     """runs/<method>/<data>-<lang>-<train_lang>-<model>-s<seed>[-steps<N>][-n<limit_train>]: the flags
     that most often differ between runs of one method; any other difference is caught by
@@ -1440,16 +1368,18 @@ UNSTORED = {"out_dir", "overwrite", "log_every", "device", "save_dir"}  # where 
 
 def check_out_dir(args, name="results.json"):
     """Refuse to replace <out_dir>/<name> made with other settings (flags in UNSTORED aside) unless
-    --overwrite: a smoke run must not silently replace a finished run."""
-    path = Path(args.out_dir) / name
+    --overwrite: a smoke run must not silently replace a finished run. Call it before training.
+    args: the run's settings (a dict, or a namespace of parsed flags) with out_dir resolved."""
+    args = args if isinstance(args, dict) else vars(args)
+    path = Path(args["out_dir"]) / name
     if not path.exists():
         return
     old = read_results(path).get("args", {})
     if old.get("amp") is True:  # written before --amp could turn bf16 on for the CPU: it meant "on CUDA"
         old["amp"] = None
-    new = json.loads(json.dumps(vars(args), default=str))
+    new = json.loads(json.dumps(args, default=str))
     diff = sorted(k for k in set(old) | set(new) if k not in UNSTORED and old.get(k) != new.get(k))
-    if diff and not getattr(args, "overwrite", False):
+    if diff and not args.get("overwrite"):
         raise SystemExit(f"error: {path} holds a run made with other settings ({', '.join(f'--{k}' for k in diff[:6])}"
                          f"{' ...' if len(diff) > 6 else ''} differ); pass --overwrite to replace it, or another --out_dir")
     log(f"{path} exists and will be replaced ({'--overwrite' if diff else 'same settings'})")
@@ -1466,44 +1396,6 @@ def read_results(path):
     return res
 
 
-def setup(args):
-    """Seed, device, bf16 autocast context and (under torchrun) the process group. Returns
-    (device, autocast, world): autocast is bf16 on CUDA by default, on CPU with --amp, never with
-    --no-amp; world is the number of processes (1 without torchrun), which must divide --batch_size."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if args.batch_size % world:
-        raise SystemExit(f"error: --batch_size {args.batch_size} must be divisible by the {world} processes")
-    ddp = world > 1
-    if args.device == "auto":
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    else:
-        try:
-            device = torch.device(args.device)
-        except RuntimeError:
-            raise SystemExit(f"error: --device {args.device}: expected auto, cpu, cuda or cuda:N") from None
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise SystemExit(f"error: --device {args.device}: this torch ({torch.__version__}) sees no CUDA GPU; "
-                             "use --device cpu, or install a CUDA build of torch")
-        if device.type not in ("cpu", "cuda"):
-            raise SystemExit(f"error: --device {args.device}: expected auto, cpu, cuda or cuda:N")
-    check_out_dir(args)
-    if ddp:
-        if not dist.is_initialized():  # (a caller running several mains in one process starts it once)
-            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-        if device.type == "cuda":
-            device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
-            torch.cuda.set_device(device)
-    git_commit()  # the commit this run starts from, for results.json
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    if args.amp and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise SystemExit(f"error: --amp: {torch.cuda.get_device_name(device)} has no bf16 support; use --no-amp")
-    use_amp = args.amp if args.amp is not None else device.type == "cuda" and torch.cuda.is_bf16_supported()
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if use_amp else contextlib.nullcontext()
-    return device, autocast, world
-
-
 def is_main():
     return not dist.is_initialized() or dist.get_rank() == 0
 
@@ -1514,8 +1406,23 @@ def barrier():
 
 
 def log(*a):
+    """print on one process only (rank 0 under torchrun), flushed."""
     if is_main():
         print(*a, flush=True)
+
+
+def log_metrics(prefix, metrics):
+    """One line per evaluation: `prefix | en intent_acc 97.0 slot_f1 80.1 ... | de ...`, where
+    metrics is {lang: {name: value}} or {lang: {split: {name: value}}}."""
+    def fmt(m, nd):
+        return " ".join(f"{k} {v:.{nd}f}" for k, v in m.items() if k != "n")
+    for_lang = {lang: (" | ".join(f"{s} {fmt(r, 2)}" for s, r in m.items()) if isinstance(next(iter(m.values())), dict)
+                       else fmt(m, 1)) for lang, m in metrics.items()}
+    if prefix.startswith("final"):
+        for lang, line in for_lang.items():
+            log(f"{prefix} {lang:>5} | {line}")
+    else:
+        log(f"{prefix} | " + " | ".join(f"{lang} {line}" for lang, line in for_lang.items()))
 
 
 def peak_memory_mb(device):
@@ -1540,10 +1447,12 @@ def git_commit():
 
 
 def save_results(out_dir, method, args, metrics, **extra):
-    """Write <out_dir>/results.json: method, data, model, args, commit, metrics[lang][split], extras."""
+    """Write <out_dir>/results.json: method, data, model, args (the run's settings as used: a dict or
+    a namespace of parsed flags), commit, metrics[lang][split], extras. Atomic: written, then renamed."""
     import transformers
     sha, dirty = git_commit()
-    res = {"method": method, "data": args.data, "model": args.model, "args": vars(args), "commit": sha,
+    args = args if isinstance(args, dict) else vars(args)
+    res = {"method": method, "data": args["data"], "model": args["model"], "args": args, "commit": sha,
            "dirty": dirty, "torch": torch.__version__, "transformers": transformers.__version__,
            "metrics": metrics, "data_notes": notes(), **extra}
     Path(out_dir).mkdir(parents=True, exist_ok=True)
@@ -1552,57 +1461,6 @@ def save_results(out_dir, method, args, metrics, **extra):
     tmp.write_text(json.dumps(res, indent=2, default=str) + "\n", encoding="utf-8")
     os.replace(tmp, path)
     return path
-
-
-class EpochSelector:
-    """Per-epoch dev evaluation, --select_on, and the final evaluation and results.json of a run
-    (call on rank 0 only). `key` is the selection metric (exact_match or accuracy); 'en' selects on
-    English dev, 'target' on the mean target-language dev, 'last' keeps the final epoch (the
-    official code). The best state is kept in memory (on the CPU)."""
-
-    def __init__(self, args, langs, evals, labels, pad_id, device, autocast, key):
-        self.args, self.evals, self.labels, self.pad_id, self.device, self.autocast = \
-            args, evals, labels, pad_id, device, autocast
-        self.key, self.history, self.best, self.best_score = key, [], None, -1.0
-        self.watch = ["en"] if args.select_on == "en" else [x for x in langs if x != "en"] or ["en"]
-
-    def evaluate(self, model, splits=("dev",)):
-        return {lang: {s: evaluate(model, *d[s], self.labels, self.pad_id, self.device, self.autocast) for s in splits}
-                for lang, d in self.evals.items()}
-
-    def epoch_end(self, model, epoch, **train_stats):
-        dev = self.evaluate(model)
-        self.history.append({"epoch": epoch, **train_stats, "dev": {k: v["dev"] for k, v in dev.items()}})
-        log(f"epoch {epoch} dev | " + " | ".join(
-            f"{lang} " + " ".join(f"{k} {v:.1f}" for k, v in m["dev"].items() if k != "n") for lang, m in dev.items()))
-        score = sum(dev[x]["dev"][self.key] for x in self.watch) / len(self.watch)
-        if self.args.select_on != "last" and score > self.best_score:
-            self.best_score = score
-            self.best = (epoch, {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()})
-
-    def finish(self, model, method, last_epoch, **extra):
-        """Restore the selected epoch, evaluate test everywhere, write results.json. The selected
-        epoch's dev scores are taken from the history (evaluation is deterministic: the same weights
-        in eval mode), so call it right after the last epoch_end; with no epoch_end at all, dev is
-        evaluated here."""
-        if self.best is not None:
-            log(f"restoring epoch {self.best[0]} (best {self.args.select_on} dev {self.key} {self.best_score:.2f})")
-            model.load_state_dict(self.best[1])
-        picked = self.best[0] if self.best else self.history[-1]["epoch"] if self.history else None
-        if picked is None:
-            final = self.evaluate(model, ("dev", "test"))
-        else:
-            dev = next(h["dev"] for h in self.history if h["epoch"] == picked)
-            test = self.evaluate(model, ("test",))
-            final = {lang: {"dev": dev[lang], "test": test[lang]["test"]} for lang in test}
-        for lang, m in final.items():
-            log(f"final {lang:>5} | " + " | ".join(
-                f"{s} " + " ".join(f"{k} {v:.2f}" for k, v in r.items() if k != "n") for s, r in m.items()))
-        path = save_results(self.args.out_dir, method, self.args, final, history=self.history,
-                            selected_epoch=self.best[0] if self.best else last_epoch,
-                            peak_memory_mb=peak_memory_mb(self.device), **extra)
-        log(f"wrote {path}")
-        return final
 
 
 # ----------------------------------------------------------------------------- download
@@ -1617,69 +1475,3 @@ DOWNLOADS = {  # name -> [(url, file that marks the dataset's root folder inside
     "xnli": [("https://dl.fbaipublicfiles.com/XNLI/XNLI-1.0.zip", "XNLI-1.0/xnli.dev.tsv"),
              ("https://dl.fbaipublicfiles.com/XNLI/XNLI-MT-1.0.zip", "XNLI-MT-1.0/multinli/multinli.train.en.tsv")],
 }
-
-
-def download(name, dest=None, urls=None):
-    """Fetch the official archive(s) of `name`, unpack, and move the dataset root to `dest`
-    (default data/<name>) so the loaders find their official layout there."""
-    dest = Path(dest or Path("data") / name)
-    tmp = dest.parent / f".{name}.download"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        for (url, marker), override in zip(DOWNLOADS[name], urls or [None] * len(DOWNLOADS[name])):
-            url = override or url
-            archive = tmp / url.rstrip("/").split("/")[-1]
-            print(f"downloading {url}", flush=True)
-            with urllib.request.urlopen(url) as r, open(archive, "wb") as f:
-                total, done, last = int(r.headers.get("Content-Length") or 0), 0, 0.0
-                while chunk := r.read(1 << 20):
-                    f.write(chunk)
-                    done += len(chunk)
-                    if time.time() - last > 2 or done == total:
-                        last = time.time()
-                        pct = f" {100 * done / total:5.1f}%" if total else ""
-                        print(f"  {done / 2**20:8.1f} MiB{pct}", flush=True)
-            unpacked = tmp / "unpacked"
-            print(f"unpacking {archive.name}", flush=True)
-            if zipfile.is_zipfile(archive):
-                with zipfile.ZipFile(archive) as z:
-                    z.extractall(unpacked)
-            else:
-                with tarfile.open(archive) as t:
-                    t.extractall(unpacked, filter="data")
-            hits = sorted(unpacked.rglob(marker.split("/")[-1]), key=lambda p: len(p.parts))
-            roots = [h.parents[marker.count("/")] for h in hits if h.as_posix().endswith(marker)]
-            if not roots:
-                raise SystemExit(f"error: {url}: the archive has no {marker}; is this the official release?")
-            dest.mkdir(parents=True, exist_ok=True)
-            for item in roots[0].iterdir():
-                target = dest / item.name
-                if target.exists():
-                    shutil.rmtree(target) if target.is_dir() else target.unlink()
-                shutil.move(str(item), target)
-            shutil.rmtree(unpacked)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    print(f"{name} is in {dest}", flush=True)
-    return dest
-
-
-def main(argv=None):
-    p = argparse.ArgumentParser(description="xalign data tools", allow_abbrev=False)
-    sub = p.add_subparsers(dest="cmd", required=True)
-    d = sub.add_parser("download", help="fetch a freely downloadable dataset in its official layout",
-                       allow_abbrev=False)
-    d.add_argument("name", choices=sorted(DOWNLOADS))
-    d.add_argument("--dest", default=None, help="target folder (default data/<name>)")
-    d.add_argument("--url", action="append", default=None, help="use this URL instead of the official one "
-                   "(a mirror or a local file:// copy); give it once per archive of the dataset")
-    a = p.parse_args(argv)
-    try:
-        download(a.name, a.dest, a.url)
-    except (OSError, tarfile.TarError, zipfile.BadZipFile) as e:  # URLError is an OSError
-        raise SystemExit(f"error: could not download {a.name}: {e}") from None
-
-
-if __name__ == "__main__":
-    main()

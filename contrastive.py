@@ -4,7 +4,7 @@ Paper: Gritta, Hu & Iacobacci (2022), "CrossAligner & Co: Zero-Shot Transfer Met
        Task-Oriented Cross-lingual Natural Language Understanding", Findings of ACL 2022, section 3.2
        (Eq. 1, Algorithm 2). https://arxiv.org/abs/2203.09982
 Reference code: huawei-noah/noah-research @ aa0f80c, NLP/cross_aligner/train.py (the CTR branch of
-       the auxiliary losses).
+       the auxiliary losses), config/*.sh (hyperparameters).
 
 Usage:
     python contrastive.py --data mtop --lang th --model xlm-roberta-large
@@ -25,52 +25,87 @@ batch's own examples (Algorithm 2), so the negatives are the other N-1 translati
 Shapes: B batch of English examples, T subwords, d hidden size, C classes, S slot tags.
 """
 import argparse
+import contextlib
+import os
+import random
+import re
 import time
 
+import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 
 import common
 
-# the aligned configs of NLP/cross_aligner/config/*.sh (batch 10: nine in-batch negatives). PAWS-X
-# and XNLI are not in the paper: the lr and max_len of XeroAlign's PAWS-X config. Demo: --model tiny.
+# The paper's settings per dataset, its aligned configs (NLP/cross_aligner/config/*.sh): peak lr, epochs,
+# max subwords, batch 10 x 1 (nine in-batch negatives). Not in the paper: massive (MTOP's settings), pawsx
+# and xnli (the lr and max_len of XeroAlign's PAWS-X config); demo is tuned for --model tiny.
 PAPER = {
-    "mtop": dict(lr=2e-5, epochs=10, max_len=70),
-    "mtod": dict(lr=5e-6, epochs=5, max_len=50),
-    "matis": dict(lr=2e-5, epochs=10, max_len=100),
-    "massive": dict(lr=2e-5, epochs=10, max_len=100),
-    "pawsx": dict(lr=6e-6, epochs=10, max_len=200),
-    "xnli": dict(lr=6e-6, epochs=10, max_len=200),
-    "demo": dict(lr=2e-3, epochs=12, max_len=64),
+    "mtop": dict(lr=2e-5, epochs=10, max_len=70, batch_size=10),
+    "mtod": dict(lr=5e-6, epochs=5, max_len=50, batch_size=10),
+    "matis": dict(lr=2e-5, epochs=10, max_len=100, batch_size=10),
+    "massive": dict(lr=2e-5, epochs=10, max_len=100, batch_size=10),
+    "pawsx": dict(lr=6e-6, epochs=10, max_len=200, batch_size=10),
+    "xnli": dict(lr=6e-6, epochs=10, max_len=200, batch_size=10),
+    "demo": dict(lr=2e-3, epochs=12, max_len=64, batch_size=10),
 }
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False,
-                                formatter_class=common.HelpFormatter)
-    common.add_run_args(p)
-    g = p.add_argument_group("method")
-    g.add_argument("--align", action=argparse.BooleanOptionalAction, default=True,
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
+    # --- run (the same flags in every method file)
+    p.add_argument("--data", choices=list(PAPER), default="demo", help="dataset (default: demo)")
+    p.add_argument("--lang", default="de", help="target language(s): th, de,es,fr or all (default: de)")
+    p.add_argument("--model", default="xlm-roberta-large", help="HF hub name or local folder; tiny builds a small "
+                   "random encoder and tokenizer on the data, offline (default: xlm-roberta-large)")
+    p.add_argument("--data_dir", help="dataset folder in its official layout (default: data/<data>)")
+    p.add_argument("--train_lang", default="en", help="language of the labelled training data; a target "
+                   "language gives the 'Target' upper bound (default: en)")
+    p.add_argument("--epochs", type=int, help="training epochs (default: the paper's for --data, PAPER)")
+    p.add_argument("--batch_size", type=int, help="effective batch size over all processes (default: PAPER)")
+    p.add_argument("--lr", type=float, help="peak learning rate of the encoder (default: PAPER)")
+    p.add_argument("--max_len", type=int, help="max subwords per input (default: PAPER)")
+    p.add_argument("--seed", type=int, default=123456789, help="random seed (default: the official code's)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, help="bf16 autocast (default: on CUDA only; "
+                   "--amp also on CPU, --no-amp never)")
+    p.add_argument("--out_dir", help="where results.json goes (default: runs/<method>/<data>-<lang>-<train_lang>-"
+                   "<model>-s<seed>[-steps<N>][-n<limit_train>])")
+    p.add_argument("--overwrite", action="store_true", help="replace a results.json made with other settings")
+    p.add_argument("--max_steps", type=int, default=0, help="stop after N optimizer steps (default: 0, no cap)")
+    p.add_argument("--limit_train", type=int, default=0, help="train on a fixed random subset of N examples, "
+                   "the same for every seed and method (default: 0, all)")
+    p.add_argument("--select_on", choices=["last", "en", "target"], default="last", help="the epoch reported: "
+                   "the final one (as the official code), best English dev or best target dev (default: last)")
+    p.add_argument("--log_every", type=int, default=50, help="progress line every N steps (default: 50)")
+    p.add_argument("--dev_halves", action="store_true", help="pawsx/xnli without train sets: train on half of "
+                   "the row-parallel dev pairs, dev and test on quarters of the rest")
+    # --- method
+    p.add_argument("--align", action=argparse.BooleanOptionalAction, default=True,
                    help="add the contrastive loss; --no-align is the zero-shot baseline, all else equal")
-    g.add_argument("--temperature", type=float, default=1.0,
-                   help="softmax temperature tau; 1 = Eq. 1 and the official code, which have none")
-    g.add_argument("--symmetric", action="store_true",
-                   help="also score each translation against the English sentences and average both "
-                        "directions (Eq. 1 and the code use English -> target only)")
-    g.add_argument("--pooling", choices=["cls", "mean"], default="cls",
-                   help="sentence vector for the loss: the CLS vector (see --cls) or mask-averaged token states")
-    g.add_argument("--cls", choices=["pooler", "first"], default="pooler",
-                   help="CLS vector (also what the classifier reads): pooler output (official code) or first token's state")
-    g.add_argument("--head_lr", type=float, default=None, help="peak lr of the new heads (default: --lr, as the code)")
+    p.add_argument("--temperature", type=float, default=1.0, help="softmax temperature tau; 1 is Eq. 1 and the "
+                   "official code, which have none (default: 1.0)")
+    p.add_argument("--symmetric", action="store_true", help="also score each translation against the English "
+                   "sentences and average both directions (Eq. 1 and the code: English -> target only)")
+    p.add_argument("--pooling", choices=["cls", "mean"], default="cls", help="sentence vector of the loss: the "
+                   "CLS vector (see --cls) or mask-averaged token states (default: cls)")
+    p.add_argument("--cls", choices=["pooler", "first"], default="pooler", help="sentence vector: the pooler "
+                   "output (official code) or the first token's state (paper text) (default: pooler)")
+    p.add_argument("--head_lr", type=float, help="peak lr of the new linear heads (default: --lr, as the code); "
+                   "multilingual-e5, whose first-token state barely varies, needs about 1e-2")
+    first = p.parse_known_args(argv)[0]
+    p.set_defaults(**PAPER[first.data])  # the paper's values for --data; flags given win
     args = p.parse_args(argv)
-    for k, v in dict(PAPER[args.data], batch_size=10).items():
-        if getattr(args, k) is None:
-            setattr(args, k, v)
-    args.head_lr = args.head_lr or args.lr
-    args.data_dir = args.data_dir or (str(common.DEMO_DIR) if args.data == "demo" else f"data/{args.data}")
-    name = "contrastive" if args.align else "zeroshot" if args.train_lang == "en" else "target"
-    args.out_dir = args.out_dir or common.default_out_dir(name, args)
-    common.check_run_args(p, args)
+    for k in ("epochs", "batch_size", "max_len", "log_every"):
+        if getattr(args, k) < 1:
+            p.error(f"--{k} must be at least 1, got {getattr(args, k)}")
+    if args.lr <= 0 or (args.head_lr is not None and args.head_lr <= 0) or args.max_steps < 0 or args.limit_train < 0:
+        p.error("--lr and --head_lr must be positive, --max_steps and --limit_train 0 or positive")
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", args.device):
+        p.error(f"--device {args.device}: expected auto, cpu, cuda or cuda:N")
+    if args.lang != "all" and any(not x.strip() for x in args.lang.split(",")):
+        p.error(f"--lang {args.lang!r}: an empty language code; give codes separated by commas, e.g. de,es")
     if args.align and args.train_lang != "en":
         p.error("alignment pairs English training data with its translations: use --no-align with --train_lang")
     return args
@@ -105,42 +140,79 @@ def mean_pool(h_tok, attention_mask):
 
 def main(argv=None):
     args = parse_args(argv)
-    device, autocast, world = common.setup(args)
-    ddp = world > 1
-    common.log(f"contrastive | device {device} | bf16 autocast {isinstance(autocast, torch.autocast)} "
-               f"| processes {world}\nargs {vars(args)}")
+    method = "contrastive" if args.align else "zeroshot" if args.train_lang == "en" else "target"
+    data_dir = args.data_dir or (str(common.DEMO_DIR) if args.data == "demo" else f"data/{args.data}")
+    out_dir = args.out_dir or common.default_out_dir(method, args)
+    head_lr = args.head_lr or args.lr
+    settings = {**vars(args), "data_dir": data_dir, "out_dir": out_dir, "head_lr": head_lr}  # as used
 
-    # data: English (or --train_lang) training data, translations for alignment, dev/test sets
-    langs, enc, tok, labels, items, evals = common.prepare(args, args.align)
-    shard = (torch.distributed.get_rank(), world) if ddp else None
+    # setup: the commit, seeds, device, bf16 autocast, and one process per GPU under torchrun
+    common.git_commit()  # the commit this run starts from, for results.json
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    ddp = world > 1
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          "cpu" if args.device == "auto" else args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"error: --device {args.device}: this torch ({torch.__version__}) sees no CUDA GPU")
+    if args.batch_size % world:
+        raise SystemExit(f"error: --batch_size {args.batch_size} must be divisible by the {world} processes")
+    if ddp:
+        if not dist.is_initialized():  # (already started when a test runs several mains in one process)
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+            torch.cuda.set_device(device)
+    main_rank = not ddp or dist.get_rank() == 0  # only rank 0 evaluates, logs and writes results
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    bf16 = args.amp if args.amp is not None else device.type == "cuda" and torch.cuda.is_bf16_supported()
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    common.check_out_dir(settings)  # never replace a results.json made with other settings
+    common.log(f"{method} | device {device} | bf16 autocast {bf16} | processes {world}\nargs {settings}")
+
+    # data: English (or --train_lang) examples, their translations for alignment, dev/test sets
+    try:
+        langs, train, trans, evals = common.load_task(args.data, data_dir, args.lang, args.train_lang,
+                                                      args.limit_train, args.align, args.dev_halves)
+        enc, tok = common.load_encoder(args.model, common.texts_of(train, trans, evals), out_dir, args.max_len)
+        labels = common.Labels.from_train(args.data, train)
+        items = common.train_items(tok, train, labels, trans, args.max_len, f"{args.data}/{args.train_lang}/train")
+        evals = common.encode_evals(tok, evals, labels, args.max_len, args.data)
+    except common.DataError as e:  # bad input: one line naming the file and line
+        raise SystemExit(f"error: {e}") from None
+    for note in common.notes():
+        common.log(f"data note: {note}")
+    common.log(f"train {len(items)} {args.train_lang} examples" + "".join(
+        f", {lang}: {sum(t is not None for t in ts)} translations" for lang, ts in trans.items()))
+    shard = (dist.get_rank(), world) if ddp else None  # each process reads its own 1/world of the data
     loader = common.make_loader(items, args.batch_size // world, tok.pad_token_id, True, args.seed, shard)
 
-    # model: encoder + linear heads; Adam + OneCycleLR with PyTorch defaults, clip 1.0 (METHODS.md 1.3)
+    # model: encoder + linear heads; Adam + OneCycleLR with PyTorch's defaults, gradients clipped at 1.0
+    # (the official code); the fused Adam kernel updates every tensor in one pass, same result as the loop
     model = common.TaskModel(enc, len(labels.intents), len(labels.slots), args.cls).to(device)
-    opt = torch.optim.Adam(model.param_groups(args.lr, args.head_lr), lr=args.lr, fused=device.type in ("cpu", "cuda"))
+    opt = torch.optim.Adam(model.param_groups(args.lr, head_lr), lr=args.lr, fused=device.type in ("cpu", "cuda"))
     total = args.epochs * len(loader)
     total = min(total, args.max_steps) if args.max_steps else total
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[args.lr, args.head_lr], total_steps=total)
-    net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None) \
-        if ddp else model
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[args.lr, head_lr], total_steps=total)
+    net = model if not ddp else \
+        torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
 
-    selector = common.EpochSelector(args, langs, evals, labels, tok.pad_token_id, device, autocast,
-                                    "exact_match" if args.data in common.INTENT_SLOT else "accuracy") \
-        if common.is_main() else None
-    step, seen, t_train = 0, 0, 0.0
-    t_start = time.time()
+    # training, with dev evaluation after every epoch; --select_on keeps the best epoch's weights
+    key = "exact_match" if args.data in common.INTENT_SLOT else "accuracy"
+    watch = ["en"] if args.select_on == "en" else [x for x in langs if x != "en"] or ["en"]
+    history, best = [], None  # best: (dev score, epoch, weights on the CPU)
+    step, seen, t_train, t_start = 0, 0, 0.0, time.time()
     for epoch in range(1, args.epochs + 1):
         if ddp:
             loader.sampler.set_epoch(epoch)
         t0, sums = time.time(), torch.zeros(3, device=device)  # task, align, steps (no per-step sync)
         for b in loader:
             B = len(b["intent"])
-            ids, mask = b["input_ids"], b["attention_mask"]
+            ids, mask, types = b["input_ids"], b["attention_mask"], b.get("token_type_ids")  # types: BERT pairs
             if args.align:  # English and translations through the encoder in one forward pass
                 ids, mask = torch.cat([ids, b["tgt_input_ids"]]), torch.cat([mask, b["tgt_attention_mask"]])
-            types = b.get("token_type_ids")  # BERT-style segment ids of sentence pairs (else None)
-            if types is not None and args.align:
-                types = torch.cat([types, b["tgt_token_type_ids"]])
+                types = None if types is None else torch.cat([types, b["tgt_token_type_ids"]])
             ids, mask, types = ids.to(device), mask.to(device), None if types is None else types.to(device)
             with autocast:
                 cls, logits, slot_logits, h_tok = net(ids, mask, types)
@@ -165,28 +237,46 @@ def main(argv=None):
             sums += torch.stack([loss_task.detach(), loss_align.detach(), torch.ones((), device=device)])
             if step % args.log_every == 0 or step == total:
                 el = t_train + time.time() - t0
-                common.log(f"step {step}/{total} epoch {epoch} | task {loss_task.item():.4f} align {loss_align.item():.4f} "
-                           f"| lr {sched.get_last_lr()[0]:.2e} | {seen / el:.1f} ex/s | eta {el / step * (total - step) / 60:.1f} min")
+                common.log(f"step {step}/{total} epoch {epoch} | task {loss_task.item():.4f} align "
+                           f"{loss_align.item():.4f} | lr {sched.get_last_lr()[0]:.2e} | {seen / el:.1f} ex/s | "
+                           f"eta {el / step * (total - step) / 60:.1f} min")
             if step >= total:
                 break
         t_train += time.time() - t0
-        if common.is_main():
-            selector.epoch_end(model, epoch, train_task_loss=(sums[0] / sums[2]).item(),
-                               train_align_loss=(sums[1] / sums[2]).item())
-        common.barrier()
+        if main_rank:
+            dev = {x: common.evaluate(model, *evals[x]["dev"], labels, tok.pad_token_id, device, autocast)
+                   for x in evals}
+            history.append({"epoch": epoch, "train_task_loss": (sums[0] / sums[2]).item(),
+                            "train_align_loss": (sums[1] / sums[2]).item(), "dev": dev})
+            common.log_metrics(f"epoch {epoch} dev", dev)
+            score = sum(dev[x][key] for x in watch) / len(watch)
+            if args.select_on != "last" and (best is None or score > best[0]):
+                best = (score, epoch, {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()})
+        if ddp:
+            dist.barrier()
         if step >= total:
             break
 
-    final = None  # only rank 0 evaluates and writes results
-    if common.is_main():
-        final = selector.finish(
-            model, "contrastive" if args.align else "zeroshot" if args.train_lang == "en" else "target", epoch,
-            steps=step, train_examples_seen=seen, train_examples_per_s=seen / max(t_train, 1e-9),
-            wall_s=time.time() - t_start, world_size=world)
-    common.barrier()
+    # the reported model: test in every language, results.json
+    metrics = None
+    if main_rank:
+        if best is not None:
+            common.log(f"restoring epoch {best[1]} (best {args.select_on} dev {key} {best[0]:.2f})")
+            model.load_state_dict(best[2])
+        picked = best[1] if best else epoch
+        dev = next(h["dev"] for h in history if h["epoch"] == picked)  # evaluation is deterministic
+        metrics = {x: {"dev": dev[x], "test": common.evaluate(model, *evals[x]["test"], labels, tok.pad_token_id,
+                                                              device, autocast)} for x in evals}
+        common.log_metrics("final", metrics)
+        path = common.save_results(out_dir, method, settings, metrics, history=history, selected_epoch=picked,
+                                   peak_memory_mb=common.peak_memory_mb(device), steps=step, world_size=world,
+                                   train_examples_seen=seen, train_examples_per_s=seen / max(t_train, 1e-9),
+                                   wall_s=time.time() - t_start)
+        common.log(f"wrote {path}")
     if ddp:
-        torch.distributed.destroy_process_group()
-    return final
+        dist.barrier()
+        dist.destroy_process_group()
+    return metrics
 
 
 if __name__ == "__main__":

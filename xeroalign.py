@@ -13,35 +13,55 @@ Usage:
 What this file adds to common.py: the alignment loss (MSE between the "CLS" vectors of an English
 utterance and its machine translation) and the loop that adds it to the English task loss.
 
-Where the paper and the official code disagree, and what we follow:
-  1. Pairs. Algorithm 1 aligns each English training example with its own translation; the 2021
-     code instead samples an independent random batch of pairs. We follow the paper (as the later
-     CrossAligner code does), which also lets the English CLS come from the task forward pass.
-  2. "CLS". The paper says the first token's state; the code uses the pooler output tanh(W h + b).
-     We default to the code (`--cls pooler`), since it produced the published numbers.
-  3. Padding. The code pads every input to --max_len and passes no attention mask, so pads are
-     attended to; we pad per batch and mask pads (a deliberate, documented deviation).
-  4. Batch. The code uses micro-batch 2 with 5 accumulation steps; we use an effective batch of 10
-     in one step (the same examples per update). Both sides get gradients and dropout, as in the code.
-  5. Selection. Like the code we report the final epoch by default (--select_on last).
+What the paper says, what the official code does, and what we do:
+  1. Pairs. Paper (Algorithm 1): each English training example is aligned with its own translation.
+     Code: a separate random batch of translation pairs each step. Ours: the paper (as the later
+     CrossAligner code does); the English sentence vector comes from the task forward pass, and
+     English plus translations go through the encoder in one batched forward pass.
+  2. Loss. MSE between the two sentence vectors, mean over batch and hidden size, weight 1, no
+     stop-gradient, dropout on both sides: paper and code agree; so do we.
+  3. "CLS". Paper: the first token's state. Code: the pooler output tanh(W h_<s> + b), a layer XLM-R
+     never trained, learnt during fine-tuning. Ours: --cls pooler (the code) by default, --cls first
+     for the paper's wording; encoders without a trained pooler (multilingual-e5) want --cls first.
+  4. Padding. Code: every input padded to max_seq_len with no attention mask, so pad tokens are
+     attended to and results depend on max_seq_len. Ours: per-batch padding with an attention mask;
+     --max_len only caps the length.
+  5. Optimisation. Adam (no weight decay) with OneCycleLR at PyTorch's defaults (30% warm-up, cosine,
+     beta1 cycling 0.85-0.95), gradients clipped at 1.0: as the code. Batch: the code uses
+     micro-batch 2 x 5 accumulation steps; we use --batch_size 10 in one step (PAWS-X/XNLI: 4).
+     --head_lr puts the new linear heads in their own group (default: the same lr, as the code).
+  6. Defaults per dataset (PAPER below, from xero_align/config/*.sh); MASSIVE and XNLI are not in
+     the paper and reuse MTOP's and PAWS-X's; the demo's suit --model tiny.
+  7. Labels. IO training with BIO restored at evaluation, as the code. The code also trains and
+     scores later subwords of O words as O; we label and score only the first subword of each word.
+  8. Selection. Final epoch by default (the code has no model selection); --select_on en is the
+     strict zero-shot protocol.
+  9. Several target languages. The paper aligns one language per run. With --lang de,es,fr each
+     training example is paired with a translation drawn at random from its languages at every step.
 
 Shapes: B batch of English examples, T subwords, d hidden size, C classes, S slot tags.
 """
 import argparse
+import contextlib
+import os
+import random
+import re
 import time
 
+import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 
 import common
 
-# lr, epochs, max_len, batch size per dataset: xero_align/config/*.sh (METHODS.md section 1 table);
-# batch = micro-batch x accumulation. MTOD trains its aligned runs for 5 epochs, the others for 10.
-# massive and xnli are not in the paper (we reuse the MTOP and PAWS-X settings); demo is tuned for
-# --model tiny (a small random encoder needs a far larger lr than a pretrained one).
+# The paper's settings per dataset (xero_align/config/*.sh): peak lr, epochs, max subwords, batch =
+# micro-batch x accumulation. MTOD trains its aligned runs for 5 epochs. massive and xnli are not in
+# the paper (MTOP's and PAWS-X's settings); demo is tuned for --model tiny (a random encoder needs a
+# far larger lr than a pretrained one).
 PAPER = {
     "mtop": dict(lr=2e-5, epochs=10, max_len=70, batch_size=10),
-    "mtod": dict(lr=5e-6, epochs=10, align_epochs=5, max_len=50, batch_size=10),
+    "mtod": dict(lr=5e-6, epochs=10, max_len=50, batch_size=10),  # aligned: 5 epochs
     "matis": dict(lr=2e-5, epochs=10, max_len=100, batch_size=10),
     "massive": dict(lr=2e-5, epochs=10, max_len=100, batch_size=10),
     "pawsx": dict(lr=6e-6, epochs=10, max_len=200, batch_size=4),
@@ -51,29 +71,55 @@ PAPER = {
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False,
-                                formatter_class=common.HelpFormatter)
-    common.add_run_args(p)
-    g = p.add_argument_group("method")
-    g.add_argument("--align", action=argparse.BooleanOptionalAction, default=True,
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
+    # --- run (the same flags in every method file)
+    p.add_argument("--data", choices=list(PAPER), default="demo", help="dataset (default: demo)")
+    p.add_argument("--lang", default="de", help="target language(s): th, de,es,fr or all (default: de)")
+    p.add_argument("--model", default="xlm-roberta-large", help="HF hub name or local folder; tiny builds a small "
+                   "random encoder and tokenizer on the data, offline (default: xlm-roberta-large)")
+    p.add_argument("--data_dir", help="dataset folder in its official layout (default: data/<data>)")
+    p.add_argument("--train_lang", default="en", help="language of the labelled training data; a target "
+                   "language gives the 'Target' upper bound (default: en)")
+    p.add_argument("--epochs", type=int, help="training epochs (default: the paper's for --data, PAPER)")
+    p.add_argument("--batch_size", type=int, help="effective batch size over all processes (default: PAPER)")
+    p.add_argument("--lr", type=float, help="peak learning rate of the encoder (default: PAPER)")
+    p.add_argument("--max_len", type=int, help="max subwords per input (default: PAPER)")
+    p.add_argument("--seed", type=int, default=123456789, help="random seed (default: the official code's)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, help="bf16 autocast (default: on CUDA only; "
+                   "--amp also on CPU, --no-amp never)")
+    p.add_argument("--out_dir", help="where results.json goes (default: runs/<method>/<data>-<lang>-<train_lang>-"
+                   "<model>-s<seed>[-steps<N>][-n<limit_train>])")
+    p.add_argument("--overwrite", action="store_true", help="replace a results.json made with other settings")
+    p.add_argument("--max_steps", type=int, default=0, help="stop after N optimizer steps (default: 0, no cap)")
+    p.add_argument("--limit_train", type=int, default=0, help="train on a fixed random subset of N examples, "
+                   "the same for every seed and method (default: 0, all)")
+    p.add_argument("--select_on", choices=["last", "en", "target"], default="last", help="the epoch reported: "
+                   "the final one (as the official code), best English dev or best target dev (default: last)")
+    p.add_argument("--log_every", type=int, default=50, help="progress line every N steps (default: 50)")
+    p.add_argument("--dev_halves", action="store_true", help="pawsx/xnli without train sets: train on half of "
+                   "the row-parallel dev pairs, dev and test on quarters of the rest")
+    # --- method
+    p.add_argument("--align", action=argparse.BooleanOptionalAction, default=True,
                    help="add the XeroAlign loss; --no-align is the zero-shot baseline, all else equal")
-    g.add_argument("--cls", choices=["pooler", "first"], default="pooler",
-                   help="sentence vector: the pooler output (official code) or the first token's state (paper text)")
-    g.add_argument("--head_lr", type=float, default=None,
-                   help="peak lr of the new linear heads (default: --lr, one group as in the code); "
-                        "encoders whose first-token state barely varies, like multilingual-e5, need ~1e-3")
+    p.add_argument("--cls", choices=["pooler", "first"], default="pooler", help="sentence vector: the pooler "
+                   "output (official code) or the first token's state (paper text) (default: pooler)")
+    p.add_argument("--head_lr", type=float, help="peak lr of the new linear heads (default: --lr, as the code); "
+                   "multilingual-e5, whose first-token state barely varies, needs about 1e-2")
+    first = p.parse_known_args(argv)[0]
+    p.set_defaults(**PAPER[first.data])  # the paper's values for --data; flags given win
+    if first.data == "mtod" and first.align:
+        p.set_defaults(epochs=5)
     args = p.parse_args(argv)
-    paper = PAPER[args.data]
-    for k in ("lr", "max_len", "batch_size"):
-        if getattr(args, k) is None:
-            setattr(args, k, paper[k])
-    if args.epochs is None:
-        args.epochs = paper.get("align_epochs", paper["epochs"]) if args.align else paper["epochs"]
-    args.head_lr = args.head_lr or args.lr
-    args.data_dir = args.data_dir or (str(common.DEMO_DIR) if args.data == "demo" else f"data/{args.data}")
-    name = "xeroalign" if args.align else "zeroshot" if args.train_lang == "en" else "target"
-    args.out_dir = args.out_dir or common.default_out_dir(name, args)
-    common.check_run_args(p, args)
+    for k in ("epochs", "batch_size", "max_len", "log_every"):
+        if getattr(args, k) < 1:
+            p.error(f"--{k} must be at least 1, got {getattr(args, k)}")
+    if args.lr <= 0 or (args.head_lr is not None and args.head_lr <= 0) or args.max_steps < 0 or args.limit_train < 0:
+        p.error("--lr and --head_lr must be positive, --max_steps and --limit_train 0 or positive")
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", args.device):
+        p.error(f"--device {args.device}: expected auto, cpu, cuda or cuda:N")
+    if args.lang != "all" and any(not x.strip() for x in args.lang.split(",")):
+        p.error(f"--lang {args.lang!r}: an empty language code; give codes separated by commas, e.g. de,es")
     if args.align and args.train_lang != "en":
         p.error("alignment pairs English training data with its translations: use --no-align with --train_lang")
     return args
@@ -98,42 +144,79 @@ def xeroalign_loss(cls_src, cls_tgt):
 
 def main(argv=None):
     args = parse_args(argv)
-    device, autocast, world = common.setup(args)
-    ddp = world > 1
-    common.log(f"xeroalign | device {device} | bf16 autocast {isinstance(autocast, torch.autocast)} "
-               f"| processes {world}\nargs {vars(args)}")
+    method = "xeroalign" if args.align else "zeroshot" if args.train_lang == "en" else "target"
+    data_dir = args.data_dir or (str(common.DEMO_DIR) if args.data == "demo" else f"data/{args.data}")
+    out_dir = args.out_dir or common.default_out_dir(method, args)
+    head_lr = args.head_lr or args.lr
+    settings = {**vars(args), "data_dir": data_dir, "out_dir": out_dir, "head_lr": head_lr}  # as used
 
-    # data: English (or --train_lang) training data, translations for alignment, dev/test sets
-    langs, enc, tok, labels, items, evals = common.prepare(args, args.align)
-    shard = (torch.distributed.get_rank(), world) if ddp else None
+    # setup: the commit, seeds, device, bf16 autocast, and one process per GPU under torchrun
+    common.git_commit()  # the commit this run starts from, for results.json
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    ddp = world > 1
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          "cpu" if args.device == "auto" else args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"error: --device {args.device}: this torch ({torch.__version__}) sees no CUDA GPU")
+    if args.batch_size % world:
+        raise SystemExit(f"error: --batch_size {args.batch_size} must be divisible by the {world} processes")
+    if ddp:
+        if not dist.is_initialized():  # (already started when a test runs several mains in one process)
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+            torch.cuda.set_device(device)
+    main_rank = not ddp or dist.get_rank() == 0  # only rank 0 evaluates, logs and writes results
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    bf16 = args.amp if args.amp is not None else device.type == "cuda" and torch.cuda.is_bf16_supported()
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    common.check_out_dir(settings)  # never replace a results.json made with other settings
+    common.log(f"{method} | device {device} | bf16 autocast {bf16} | processes {world}\nargs {settings}")
+
+    # data: English (or --train_lang) examples, their translations for alignment, dev/test sets
+    try:
+        langs, train, trans, evals = common.load_task(args.data, data_dir, args.lang, args.train_lang,
+                                                      args.limit_train, args.align, args.dev_halves)
+        enc, tok = common.load_encoder(args.model, common.texts_of(train, trans, evals), out_dir, args.max_len)
+        labels = common.Labels.from_train(args.data, train)
+        items = common.train_items(tok, train, labels, trans, args.max_len, f"{args.data}/{args.train_lang}/train")
+        evals = common.encode_evals(tok, evals, labels, args.max_len, args.data)
+    except common.DataError as e:  # bad input: one line naming the file and line
+        raise SystemExit(f"error: {e}") from None
+    for note in common.notes():
+        common.log(f"data note: {note}")
+    common.log(f"train {len(items)} {args.train_lang} examples" + "".join(
+        f", {lang}: {sum(t is not None for t in ts)} translations" for lang, ts in trans.items()))
+    shard = (dist.get_rank(), world) if ddp else None  # each process reads its own 1/world of the data
     loader = common.make_loader(items, args.batch_size // world, tok.pad_token_id, True, args.seed, shard)
 
-    # model: encoder + linear heads; Adam + OneCycleLR with PyTorch defaults, clip 1.0 (METHODS.md 1.3);
-    # the fused Adam kernel (CPU and CUDA) updates every tensor in one pass, same result as the loop
+    # model: encoder + linear heads; Adam + OneCycleLR with PyTorch's defaults, gradients clipped at 1.0
+    # (the official code); the fused Adam kernel updates every tensor in one pass, same result as the loop
     model = common.TaskModel(enc, len(labels.intents), len(labels.slots), args.cls).to(device)
-    opt = torch.optim.Adam(model.param_groups(args.lr, args.head_lr), lr=args.lr, fused=device.type in ("cpu", "cuda"))
+    opt = torch.optim.Adam(model.param_groups(args.lr, head_lr), lr=args.lr, fused=device.type in ("cpu", "cuda"))
     total = args.epochs * len(loader)
     total = min(total, args.max_steps) if args.max_steps else total
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[args.lr, args.head_lr], total_steps=total)
-    net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None) \
-        if ddp else model
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[args.lr, head_lr], total_steps=total)
+    net = model if not ddp else \
+        torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
 
-    selector = common.EpochSelector(args, langs, evals, labels, tok.pad_token_id, device, autocast, "exact_match" if args.data in common.INTENT_SLOT else "accuracy") \
-        if common.is_main() else None
-    step, seen, t_train = 0, 0, 0.0
-    t_start = time.time()
+    # training, with dev evaluation after every epoch; --select_on keeps the best epoch's weights
+    key = "exact_match" if args.data in common.INTENT_SLOT else "accuracy"
+    watch = ["en"] if args.select_on == "en" else [x for x in langs if x != "en"] or ["en"]
+    history, best = [], None  # best: (dev score, epoch, weights on the CPU)
+    step, seen, t_train, t_start = 0, 0, 0.0, time.time()
     for epoch in range(1, args.epochs + 1):
         if ddp:
             loader.sampler.set_epoch(epoch)
         t0, sums = time.time(), torch.zeros(3, device=device)  # task, align, steps (no per-step sync)
         for b in loader:
             B = len(b["intent"])
-            ids, mask = b["input_ids"], b["attention_mask"]
+            ids, mask, types = b["input_ids"], b["attention_mask"], b.get("token_type_ids")  # types: BERT pairs
             if args.align:  # English and translations through the encoder in one forward pass
                 ids, mask = torch.cat([ids, b["tgt_input_ids"]]), torch.cat([mask, b["tgt_attention_mask"]])
-            types = b.get("token_type_ids")  # BERT-style segment ids of sentence pairs (else None)
-            if types is not None and args.align:
-                types = torch.cat([types, b["tgt_token_type_ids"]])
+                types = None if types is None else torch.cat([types, b["tgt_token_type_ids"]])
             ids, mask, types = ids.to(device), mask.to(device), None if types is None else types.to(device)
             with autocast:
                 cls, logits, slot_logits, _ = net(ids, mask, types)
@@ -157,28 +240,46 @@ def main(argv=None):
             sums += torch.stack([loss_task.detach(), loss_align.detach(), torch.ones((), device=device)])
             if step % args.log_every == 0 or step == total:
                 el = t_train + time.time() - t0
-                common.log(f"step {step}/{total} epoch {epoch} | task {loss_task.item():.4f} align {loss_align.item():.4f} "
-                           f"| lr {sched.get_last_lr()[0]:.2e} | {seen / el:.1f} ex/s | eta {el / step * (total - step) / 60:.1f} min")
+                common.log(f"step {step}/{total} epoch {epoch} | task {loss_task.item():.4f} align "
+                           f"{loss_align.item():.4f} | lr {sched.get_last_lr()[0]:.2e} | {seen / el:.1f} ex/s | "
+                           f"eta {el / step * (total - step) / 60:.1f} min")
             if step >= total:
                 break
         t_train += time.time() - t0
-        if common.is_main():
-            selector.epoch_end(model, epoch, train_task_loss=(sums[0] / sums[2]).item(),
-                               train_align_loss=(sums[1] / sums[2]).item())
-        common.barrier()
+        if main_rank:
+            dev = {x: common.evaluate(model, *evals[x]["dev"], labels, tok.pad_token_id, device, autocast)
+                   for x in evals}
+            history.append({"epoch": epoch, "train_task_loss": (sums[0] / sums[2]).item(),
+                            "train_align_loss": (sums[1] / sums[2]).item(), "dev": dev})
+            common.log_metrics(f"epoch {epoch} dev", dev)
+            score = sum(dev[x][key] for x in watch) / len(watch)
+            if args.select_on != "last" and (best is None or score > best[0]):
+                best = (score, epoch, {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()})
+        if ddp:
+            dist.barrier()
         if step >= total:
             break
 
-    final = None  # only rank 0 evaluates and writes results
-    if common.is_main():
-        final = selector.finish(
-            model, "xeroalign" if args.align else "zeroshot" if args.train_lang == "en" else "target", epoch,
-            steps=step, train_examples_seen=seen, train_examples_per_s=seen / max(t_train, 1e-9),
-            wall_s=time.time() - t_start, world_size=world)
-    common.barrier()
+    # the reported model: test in every language, results.json
+    metrics = None
+    if main_rank:
+        if best is not None:
+            common.log(f"restoring epoch {best[1]} (best {args.select_on} dev {key} {best[0]:.2f})")
+            model.load_state_dict(best[2])
+        picked = best[1] if best else epoch
+        dev = next(h["dev"] for h in history if h["epoch"] == picked)  # evaluation is deterministic
+        metrics = {x: {"dev": dev[x], "test": common.evaluate(model, *evals[x]["test"], labels, tok.pad_token_id,
+                                                              device, autocast)} for x in evals}
+        common.log_metrics("final", metrics)
+        path = common.save_results(out_dir, method, settings, metrics, history=history, selected_epoch=picked,
+                                   peak_memory_mb=common.peak_memory_mb(device), steps=step, world_size=world,
+                                   train_examples_seen=seen, train_examples_per_s=seen / max(t_train, 1e-9),
+                                   wall_s=time.time() - t_start)
+        common.log(f"wrote {path}")
     if ddp:
-        torch.distributed.destroy_process_group()
-    return final
+        dist.barrier()
+        dist.destroy_process_group()
+    return metrics
 
 
 if __name__ == "__main__":

@@ -63,10 +63,11 @@ def test_non_finite_loss_stops_the_run_naming_the_step(tmp_path, monkeypatch, mo
     assert not (tmp_path / "results.json").exists()
 
 
-def test_crossaligner_out_dir_tells_cov_from_sum():
-    a = crossaligner.parse_args(["--aux", "xa"])
-    b = crossaligner.parse_args(["--aux", "xa", "--weighting", "cov"])
-    assert a.out_dir != b.out_dir
+def test_crossaligner_out_dir_tells_cov_from_sum(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for extra in ([], ["--weighting", "cov"]):
+        crossaligner.main(DEMO + ["--aux", "xa", "--max_steps", "1", *extra])
+    assert sorted(p.parent.parent.name for p in (tmp_path / "runs").rglob("results.json")) == ["xa", "xa-cov"]
 
 
 # ---------------------------------------------------------------------------- 2. no unused parameters
@@ -152,8 +153,9 @@ def test_a_bert_run_feeds_segment_ids_to_the_encoder(tiny_bert, tmp_path, monkey
 
 def test_default_out_dir_names_model_steps_and_subset():
     a = xeroalign.parse_args(["--model", "intfloat/multilingual-e5-small", "--max_steps", "2", "--limit_train", "50"])
-    assert a.out_dir == "runs/xeroalign/demo-de-en-multilingual-e5-small-s123456789-steps2-n50"
-    assert xeroalign.parse_args([]).out_dir == "runs/xeroalign/demo-de-en-xlm-roberta-large-s123456789"
+    assert common.default_out_dir("xeroalign", a) == "runs/xeroalign/demo-de-en-multilingual-e5-small-s123456789-steps2-n50"
+    a = xeroalign.parse_args([])
+    assert common.default_out_dir("xeroalign", a) == "runs/xeroalign/demo-de-en-xlm-roberta-large-s123456789"
 
 
 def test_results_of_other_settings_are_not_overwritten(tmp_path):
@@ -245,12 +247,11 @@ def test_device_cuda_without_cuda_is_one_line(tmp_path):
 # ---------------------------------------------------------------------------- 17. bf16 autocast on the CPU
 
 
-def test_amp_is_opt_in_on_cpu():
-    args = xeroalign.parse_args(DEMO)
-    assert not isinstance(common.setup(args)[1], torch.autocast)
-    args = xeroalign.parse_args(DEMO + ["--amp"])
-    ac = common.setup(args)[1]
-    assert isinstance(ac, torch.autocast) and ac.fast_dtype == torch.bfloat16
+def test_amp_is_opt_in_on_cpu(tmp_path, capsys):
+    xeroalign.main(DEMO + ["--max_steps", "1", "--out_dir", str(tmp_path / "a")])
+    assert "bf16 autocast False" in capsys.readouterr().out
+    xeroalign.main(DEMO + ["--max_steps", "1", "--amp", "--out_dir", str(tmp_path / "b")])
+    assert "bf16 autocast True" in capsys.readouterr().out
 
 
 # ---------------------------------------------------------------------------- --help

@@ -252,32 +252,3 @@ def test_dev_halves_keeps_evaluated_pairs_out_of_training(tmp_path):
     write(tmp_path / "dev-de.tsv", "de a\tde b\t0\n")
     with pytest.raises(common.DataError, match="row-parallel"):
         common.load_data(args, ["de"], align=True)
-
-
-@pytest.mark.parametrize("select_on,chosen", [("en", 2), ("last", 3)])
-def test_epoch_selector_restores_the_chosen_weights_and_evaluates_test_once(tmp_path, monkeypatch, select_on, chosen):
-    """Dev scores of the chosen epoch are reused; test is scored once, on the chosen epoch's weights."""
-    import argparse
-    calls = []
-
-    def fake_evaluate(model, split, *rest):  # a score that is a function of the weights
-        calls.append(split)
-        return {"exact_match": model.weight.item() * (1 if split == "dev" else 10), "n": 1}
-
-    monkeypatch.setattr(common, "evaluate", fake_evaluate)
-    args = argparse.Namespace(select_on=select_on, out_dir=str(tmp_path), data="demo", model="tiny")
-    sel = common.EpochSelector(args, ["en"], {"en": {"dev": ("dev",), "test": ("test",)}}, [], 0,
-                               torch.device("cpu"), None, "exact_match")
-    model = torch.nn.Linear(1, 1, bias=False)
-    for epoch, w in [(1, 0.2), (2, 0.9), (3, 0.5)]:
-        with torch.no_grad():
-            model.weight.fill_(w)
-        sel.epoch_end(model, epoch)
-    final = sel.finish(model, "zeroshot", 3)
-    w = {1: 0.2, 2: 0.9, 3: 0.5}[chosen]
-    assert model.weight.item() == pytest.approx(w)
-    assert final["en"]["dev"]["exact_match"] == pytest.approx(w)
-    assert final["en"]["test"]["exact_match"] == pytest.approx(10 * w)
-    assert calls == ["dev", "dev", "dev", "test"]
-    res = json.loads((tmp_path / "results.json").read_text())
-    assert res["selected_epoch"] == chosen

@@ -314,7 +314,7 @@ def test_eval_labels_never_seen_in_training_are_counted():
     ex = [common.Example("1", ["x", "y", "z"], "a", ["B-t", "B-u", "I-u"]),
           common.Example("2", ["x"], "new", ["O"]), common.Example("3", ["x"], "new2", ["B-v"])]
     args = argparse.Namespace(data="mtop", max_len=64)
-    common.encode_evals(Tok(), {"de": {"test": ex, "dev": ex[:1]}}, labels, args)
+    common.encode_evals(Tok(), {"de": {"test": ex, "dev": ex[:1]}}, labels, args.max_len, args.data)
     assert common.DATA_NOTES == [
         "mtop/de/test: 2 of 3 examples have an intent never seen in training (new, new2); "
         "3 of 5 words have a slot type never seen in training (u, v)",

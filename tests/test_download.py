@@ -1,14 +1,18 @@
-"""`python common.py download` against local archives (file:// and a local HTTP server), never the internet."""
+"""`python tools/download.py` against local archives (file:// and a local HTTP server), never the internet."""
 import http.server
 import shutil
+import sys
 import tarfile
 import threading
 import zipfile
 
 import pytest
-from conftest import FIX
+from conftest import FIX, ROOT
 
 import common
+
+sys.path.insert(0, str(ROOT / "tools"))
+import download  # noqa: E402
 
 
 def test_download_zip_from_file_url(tmp_path, capsys):
@@ -17,7 +21,7 @@ def test_download_zip_from_file_url(tmp_path, capsys):
         for f in (FIX / "mtop").rglob("*.txt"):
             z.write(f, "mtop/" + f.relative_to(FIX / "mtop").as_posix())
     dest = tmp_path / "data/mtop"
-    common.main(["download", "mtop", "--dest", str(dest), "--url", archive.as_uri()])
+    download.main(["mtop", "--dest", str(dest), "--url", archive.as_uri()])
     assert (dest / "en/train.txt").is_file() and (dest / "de/eval.txt").is_file()
     assert common.load_split("mtop", dest, "de", "test") == common.load_split("mtop", FIX / "mtop", "de", "test")
     out = capsys.readouterr().out
@@ -35,7 +39,7 @@ def test_download_tar_gz_over_http(tmp_path):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{server.server_port}/amazon-massive-dataset-1.0.tar.gz"
-        dest = common.download("massive", tmp_path / "massive", [url])
+        dest = download.download("massive", tmp_path / "massive", [url])
     finally:
         server.shutdown()
     assert common.languages("massive", dest) == ["de"]
@@ -44,10 +48,10 @@ def test_download_tar_gz_over_http(tmp_path):
 
 def test_download_errors_are_clear(tmp_path):
     with pytest.raises(SystemExit, match="could not download mtod"):
-        common.main(["download", "mtod", "--dest", str(tmp_path / "m"), "--url", (tmp_path / "none.zip").as_uri()])
+        download.main(["mtod", "--dest", str(tmp_path / "m"), "--url", (tmp_path / "none.zip").as_uri()])
     wrong = tmp_path / "wrong.zip"
     with zipfile.ZipFile(wrong, "w") as z:
         z.writestr("readme.txt", "not a dataset")
     with pytest.raises(SystemExit, match="has no en/train-en.conllu"):
-        common.download("mtod", tmp_path / "m", [wrong.as_uri()])
+        download.download("mtod", tmp_path / "m", [wrong.as_uri()])
     shutil.rmtree(tmp_path / "m", ignore_errors=True)

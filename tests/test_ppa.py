@@ -164,7 +164,7 @@ def test_align_then_finetune_the_saved_encoder(tmp_path):
     saved = tmp_path / "align" / "aligned"
     enc, _ = common.load_encoder(str(saved))  # a normal HF folder, loadable by every script
     assert enc.config.hidden_size == 64
-    assert ppa.parse_args(["--model", str(saved), "--data", "demo"]).lr == ppa.DEMO["lr"]  # tiny's, aligned or not
+    assert ppa.parse_args(["--model", str(saved), "--data", "demo"]).lr == ppa.PAPER["demo"]["lr"]  # tiny's, aligned or not
     final = ppa.main(["--stage", "finetune", "--model", str(saved), "--data", "demo", "--data_dir", str(ROOT / "data/demo"),
                       "--lang", "de", "--lr", "1e-3", "--epochs", "6", "--batch_size", "16", "--max_len", "64",
                       "--out_dir", str(tmp_path / "ft")])

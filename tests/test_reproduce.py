@@ -11,7 +11,7 @@ import reproduce  # noqa: E402
 
 
 def test_dry_run_commands_parse_with_each_script(capsys):
-    groups = ["spine", "crossaligner", "single", "mapping", "ppa", "ear"]
+    groups = ["xeroalign", "crossaligner", "single", "mapping", "ppa", "ear"]
     reproduce.main(["--dry_run", "--groups", *groups, "--seeds", "1", "2", "--ppa_align_extra", "--max_steps 3"])
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2 * len(reproduce.grid(groups))
@@ -23,12 +23,12 @@ def test_dry_run_commands_parse_with_each_script(capsys):
         assert args.model and args.seed in (1, 2) and "seed" in args.out_dir
 
 
-def test_spine_grid_covers_the_issue_rows():
-    names = {name for _, name, _, _ in reproduce.grid(["spine"])}
+def test_xeroalign_grid_covers_the_paper_rows():
+    names = {name for _, name, _, _ in reproduce.grid(["xeroalign"])}
     for lang in ("de", "es", "fr", "hi", "ja", "pt", "tr", "zh"):
         assert {f"matis-{lang}-xeroalign", f"matis-{lang}-target"} <= names
     assert {"mtod-es-xeroalign", "mtod-th-target", "massive-th-xeroalign", "massive-zeroshot"} <= names
-    zeroshot = {name: args[args.index("--lang") + 1] for _, name, _, args in reproduce.grid(["spine"]) if "zeroshot" in name}
+    zeroshot = {name: args[args.index("--lang") + 1] for _, name, _, args in reproduce.grid(["xeroalign"]) if "zeroshot" in name}
     assert zeroshot == {"mtod-zeroshot": "es,th", "matis-zeroshot": "de,es,fr,hi,ja,pt,tr,zh",
                         "massive-zeroshot": "de,es,fr,hi,th"}  # one English model tested on every target
 
@@ -63,8 +63,10 @@ def test_every_committed_result_is_a_readme_run_with_its_settings():
 
 
 def test_readme_reproduce_commands_are_readme_runs(capsys):
-    """The reproduce.py commands in README.md's code blocks run (dry) and are among --readme_runs'."""
-    lines, commands = (ROOT / "README.md").read_text(encoding="utf-8").split("\n"), []
+    """The reproduce.py commands in the README's and docs' code blocks run (dry) and are among --readme_runs'."""
+    lines, commands = [], []
+    for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        lines += doc.read_text(encoding="utf-8").split("\n")
     for i, line in enumerate(lines):
         if line.strip().startswith("python tools/reproduce.py") and (i == 0 or not lines[i - 1].rstrip().endswith("\\")):
             text = line.strip()
@@ -84,7 +86,7 @@ def test_readme_reproduce_commands_are_readme_runs(capsys):
 def test_an_existing_result_made_with_other_settings_stops_the_grid(tmp_path, capsys):
     import pytest
     import xeroalign
-    argv = ["--groups", "spine", "--names", "mtod-es-target", "--seeds", "1", "--out", str(tmp_path), "--extra", "--epochs 3"]
+    argv = ["--groups", "xeroalign", "--names", "mtod-es-target", "--seeds", "1", "--out", str(tmp_path), "--extra", "--epochs 3"]
     (out, cmd), = reproduce.main([*argv, "--dry_run"])
     out.mkdir(parents=True)
     args = vars(xeroalign.parse_args(cmd[2:]))
@@ -94,7 +96,7 @@ def test_an_existing_result_made_with_other_settings_stops_the_grid(tmp_path, ca
     first = ["--names", "mtod-es-xeroalign", "mtod-es-target"]  # the first has no results: it would run first
     with pytest.raises(SystemExit, match=r"was made with other settings"):
         reproduce.main([*argv, *first])
-    assert not (tmp_path / "spine/mtod-es-xeroalign").exists()  # stopped before running anything
+    assert not (tmp_path / "xeroalign/mtod-es-xeroalign").exists()  # stopped before running anything
     (out / "results.json").write_text(json.dumps({"args": {**args, "model": "elsewhere/e5"}}))
     reproduce.main(argv)  # same settings (another path to the model): skipped, nothing run
     assert "exists with these settings (model elsewhere/e5), skipped" in capsys.readouterr().out
@@ -107,5 +109,5 @@ def test_settings_compare_files_by_name_wherever_the_data_is():
 
 def test_only_that_matches_nothing_is_an_error():
     import pytest
-    with pytest.raises(SystemExit, match=r"no run of --groups spine matches --only 'MTOD'"):
+    with pytest.raises(SystemExit, match=r"no run of --groups xeroalign matches --only 'MTOD'"):
         reproduce.main(["--dry_run", "--only", "MTOD"])

@@ -32,18 +32,51 @@ def test_readme_methods_table_is_true():
 
 
 def test_results_record_the_commit_a_run_started_with(tmp_path, monkeypatch):
-    """A checkout that moves on while a run trains must not relabel the run (setup reads the commit)."""
+    """A checkout that moves on while a run trains must not relabel the run (main reads the commit first)."""
     import json
     import types
 
     import common
     import xeroalign
     common.git_commit.cache_clear()
-    args = xeroalign.parse_args(["--data", "demo", "--model", "tiny", "--out_dir", str(tmp_path)])
-    common.setup(args)  # the run starts; then the checkout moves on
-    monkeypatch.setattr(common.subprocess, "run", lambda *a, **k: types.SimpleNamespace(stdout="f" * 40 + "\n"))
-    path = common.save_results(tmp_path, "xeroalign", args, {})
+    real = common.git_commit()[0]
+    common.git_commit.cache_clear()
+    load = common.load_task
+
+    def moved_on(*a, **k):  # the run has started; now the checkout moves on
+        monkeypatch.setattr(common.subprocess, "run", lambda *a, **k: types.SimpleNamespace(stdout="f" * 40 + "\n"))
+        return load(*a, **k)
+
+    monkeypatch.setattr(common, "load_task", moved_on)
+    xeroalign.main(["--data", "demo", "--model", "tiny", "--device", "cpu", "--max_steps", "1", "--out_dir", str(tmp_path)])
     monkeypatch.undo()
     common.git_commit.cache_clear()
-    assert json.loads(path.read_text())["commit"] == common.git_commit()[0] != "f" * 40
-    common.git_commit.cache_clear()
+    assert json.loads((tmp_path / "results.json").read_text())["commit"] == real != "f" * 40
+
+
+def test_common_shares_only_data_heads_and_metrics():
+    """No argument parsing, setup, precision, seeding or training/selection loop in common.py: each method
+    file holds its own (the whole training program reads top to bottom in one file)."""
+    text = (ROOT / "common.py").read_text(encoding="utf-8")
+    for word in ("argparse", "init_process_group", "torch.autocast", "torch.manual_seed(args", "np.random.seed",
+                 "random.seed(", "EpochSelector", "def setup", "add_run_args", ".backward(", "optim."):
+        assert word not in text, f"common.py has {word}"
+    for script in SCRIPTS:
+        code = (ROOT / f"{script}.py").read_text(encoding="utf-8")
+        for word in ("argparse.ArgumentParser", "manual_seed", "torch.autocast", "common.save_results", ".backward("):
+            assert word in code, f"{script}.py lacks {word}"
+        assert max(map(len, code.splitlines())) <= 120, f"{script}.py has lines over 120 characters"
+
+
+def test_the_project_speaks_for_itself():
+    """Tracked files outside tests/ and .ci/ name no path outside the repository, and the README is a
+    front page of about 250 lines."""
+    import subprocess
+    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True).stdout.split()
+    for f in files:
+        if f.startswith(("tests/", ".ci/", "runs/")) or not f.endswith((".py", ".md", ".txt", ".sh")):
+            continue
+        text = (ROOT / f).read_text(encoding="utf-8")
+        for word in ("../shared", "/work/shared", "METHODS.md"):
+            assert word not in text, f"{f} mentions {word}"
+    assert len((ROOT / "README.md").read_text(encoding="utf-8").splitlines()) <= 260

@@ -151,8 +151,9 @@ def test_bi_encoder_end_to_end(tmp_path):
     model, args = sm.BiEncoder(enc), sm.parse_args(RUN)
     pairs = common.load_sts(FIX / "sts", "ko", "test")
     emb = lambda texts: sm.embed(enc, tok, texts, 128, torch.device("cpu"), torch.autocast("cpu", enabled=False))  # noqa: E731
-    direct = sm.sts_eval(model, tok, pairs, "bi", args, torch.device("cpu"), torch.autocast("cpu", enabled=False))
-    assert sm.sts_eval(model, tok, pairs, "bi", args, None, None, emb) == pytest.approx(direct)
+    direct = sm.sts_eval(model, tok, pairs, "bi", args.max_len, torch.device("cpu"),
+                         torch.autocast("cpu", enabled=False))
+    assert sm.sts_eval(model, tok, pairs, "bi", args.max_len, None, None, emb) == pytest.approx(direct)
 
 
 def test_cross_encoder_end_to_end(tmp_path):

@@ -69,12 +69,26 @@ def test_same_seed_same_result(tmp_path):
     assert a == b
 
 
-def test_select_on_en_restores_the_best_epoch(tmp_path):
-    xeroalign.main(DEMO + ["--epochs", "3", "--select_on", "en", "--out_dir", str(tmp_path)])
+@pytest.mark.parametrize("select_on", ["en", "last"])
+def test_selection_restores_the_chosen_epoch_and_scores_test_once(tmp_path, monkeypatch, select_on):
+    """Dev is scored after every epoch; the chosen epoch's weights come back and test is scored once,
+    on them (the reported dev scores are that epoch's)."""
+    import common
+    calls, real = [], common.evaluate
+
+    def counting(model, examples, *rest):
+        out = real(model, examples, *rest)
+        calls.append((len(examples), out))
+        return out
+
+    monkeypatch.setattr(common, "evaluate", counting)
+    xeroalign.main(DEMO + ["--epochs", "3", "--select_on", select_on, "--out_dir", str(tmp_path)])
     res = json.loads((tmp_path / "results.json").read_text())
-    best = max(res["history"], key=lambda h: h["dev"]["en"]["exact_match"])
+    best = max(res["history"], key=lambda h: h["dev"]["en"]["exact_match"]) if select_on == "en" else res["history"][-1]
     assert res["selected_epoch"] == best["epoch"]
     assert res["metrics"]["en"]["dev"] == best["dev"]["en"]
+    assert [n for n, _ in calls] == [60, 60] * 3 + [100, 100]  # en and de dev per epoch, then test once
+    assert calls[-2][1] == res["metrics"]["en"]["test"]
 
 
 def test_paper_defaults_per_dataset():
@@ -82,7 +96,7 @@ def test_paper_defaults_per_dataset():
     assert (a.lr, a.epochs, a.max_len, a.batch_size) == (5e-6, 5, 50, 10)  # aligned MTOD: 5 epochs
     assert xeroalign.parse_args(["--data", "mtod", "--no-align"]).epochs == 10
     a = xeroalign.parse_args(["--data", "mtop", "--lang", "th"])
-    assert (a.lr, a.epochs, a.max_len, a.data_dir) == (2e-5, 10, 70, "data/mtop")
+    assert (a.lr, a.epochs, a.max_len, a.data_dir) == (2e-5, 10, 70, None)  # data_dir: data/mtop, in main
     with pytest.raises(SystemExit):
         xeroalign.parse_args(["--lnag", "th"])  # typos are rejected
     with pytest.raises(SystemExit):
@@ -96,7 +110,7 @@ def run(*args, **kw):
 def test_help_runs_as_a_script():
     r = run("xeroalign.py", "--help")
     assert r.returncode == 0 and "--align" in r.stdout and "--cls" in r.stdout
-    assert run("common.py", "download", "--help").returncode == 0
+    assert run("tools/download.py", "--help").returncode == 0
 
 
 def test_clear_errors_not_tracebacks(tmp_path):

@@ -1,6 +1,6 @@
 """How well an encoder's sentence vectors match translations: bitext retrieval on XNLI dev premises.
 
-    python tools/align_probe.py --data_dir ../shared/data/xnli --langs fr,es,de,bg,ar,zh,hi \
+    python tools/align_probe.py --data_dir data/xnli --langs fr,es,de,bg,ar,zh,hi \
         --model ~/.cache/xalign/e5-small-trim-ppa --model runs/repro/ppa/align/seed1/aligned
 
 A diagnostic for ppa_moco_tlm.py's stage 1, which pulls the first-token state of a sentence towards

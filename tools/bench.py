@@ -8,7 +8,7 @@ Both styles train the same model on the same English utterances and translations
 intent/slot batches from --data/--data_dir), with the same optimizer, for --steps timed steps after
 --warmup steps:
   official  pads every input to --max_len, passes no attention mask, runs fp32, and encodes the
-            English batch and the translations in two forward passes (METHODS.md 1.1-1.3, 2.3);
+            English batch and the translations in two forward passes (as the official XeroAlign code);
   ours      pads each batch to its longest sequence with an attention mask, one forward pass over
             English + translations, bf16 autocast on CUDA and fused Adam (as the method files).
 Steps: task only (zero-shot), task + XeroAlign, task + CrossAligner + XeroAlign (the paper's best).

@@ -1,13 +1,13 @@
 """The grid of runs behind the README's numbers, as plain commands of the method files.
 
     python tools/reproduce.py --dry_run                        # print every command
-    python tools/reproduce.py --groups spine --seeds 1 2 3     # run them (results that exist are skipped)
+    python tools/reproduce.py --groups xeroalign --seeds 1 2 3     # run them (results that exist are skipped)
     python tools/reproduce.py --model /path/to/xlm-roberta-large --extra ""
     python tools/reproduce.py --groups mapping ppa ear --seeds 1 --dry_run   # sentence_mapping, ppa_moco_tlm, ear_push_pull
     python tools/reproduce.py --readme_runs --model <trimmed e5>     # every run behind the README's real-encoder tables
 
 Each run writes <out>/<group>/<name>/seed<N>/results.json; tools/make_table.py turns them into the
-README tables. The default encoder is multilingual-e5-small built offline (../shared/tools), with the
+README tables. The default encoder is multilingual-e5-small ($XALIGN_MODEL, or a local copy), with the
 flags it needs (no trained pooler: --cls first; fresh heads learn slowly: --head_lr); pass --extra ""
 with a real XLM-R checkpoint to use the papers' settings unchanged. --limit_train/--epochs in --extra
 make CPU-sized runs; every number in the README says which were used, and --readme_runs holds them all
@@ -35,20 +35,20 @@ FOLDERS = {"mtod": "mtod", "matis": "multiatis", "massive": "massive", "sts": "s
 LANGS = {"mtod": ["es", "th"], "matis": ["de", "es", "fr", "hi", "ja", "pt", "tr", "zh"],
          "massive": ["de", "es", "fr", "hi", "th"]}
 TATOEBA = ["ara", "bul", "cmn", "deu", "ell", "fra", "hin", "jpn", "kor", "por", "rus", "spa", "swh", "tha", "tur", "urd",
-           "vie"]  # the 17 languages of ../shared/data/parallel/tatoeba
+           "vie"]  # the 17 languages of the Tatoeba test set (parallel/tatoeba under --data_root)
 
 
 def grid(groups):
     """(group, name, script, args) of every run, one English model evaluated on many languages where
     the method allows (zero-shot), one run per target language where it aligns (as the papers)."""
     runs = []
-    if "spine" in groups:  # zero-shot, Target and XeroAlign (issue: spine / reproduction harness)
+    if "xeroalign" in groups:  # zero-shot, Target and XeroAlign 
         for data, langs in LANGS.items():
-            runs.append(("spine", f"{data}-zeroshot", "xeroalign.py", ["--data", data, "--lang", ",".join(langs), "--no-align"]))
+            runs.append(("xeroalign", f"{data}-zeroshot", "xeroalign.py", ["--data", data, "--lang", ",".join(langs), "--no-align"]))
             for lang in langs:
-                runs.append(("spine", f"{data}-{lang}-target", "xeroalign.py",
+                runs.append(("xeroalign", f"{data}-{lang}-target", "xeroalign.py",
                              ["--data", data, "--lang", lang, "--no-align", "--train_lang", lang]))
-                runs.append(("spine", f"{data}-{lang}-xeroalign", "xeroalign.py", ["--data", data, "--lang", lang]))
+                runs.append(("xeroalign", f"{data}-{lang}-xeroalign", "xeroalign.py", ["--data", data, "--lang", lang]))
     if "crossaligner" in groups:  # the paper's Table 1/2 configurations
         sets = {"mtod": ["es", "th"], "matis": ["de", "hi", "tr", "ja"], "massive": ["th", "hi"]}
         configs = {"ca": ["--aux", "ca"], "xa": ["--aux", "xa"], "ca+xa-sum": ["--aux", "ca", "xa"],
@@ -93,8 +93,24 @@ def grid(groups):
             for name, mode in modes.items():
                 runs.append(("ear", f"{data}-{name}", "ear_push_pull.py",
                              ["--data", data, *flags, *mode, "--neighbours", "{synonyms}"]))
+    if "side" in groups:  # every method on the same data, encoder, subset, selection and budget (--extra)
+        tgt = ["--data", "massive", "--lang", "th,hi,de"]  # one model per seed, the targets mixed
+        syn = ["--neighbours", "{synonyms}", "--copies", "1"]  # EAR/RS-DA: as many steps as the others
+        runs += [("side", "massive-zeroshot", "xeroalign.py", [*tgt, "--no-align"]),
+                 ("side", "massive-xeroalign", "xeroalign.py", tgt),
+                 ("side", "massive-crossaligner", "crossaligner.py", [*tgt, "--aux", "ca"]),
+                 ("side", "massive-ca+xa-cov", "crossaligner.py", [*tgt, "--aux", "ca", "xa", "--weighting", "cov"]),
+                 ("side", "massive-contrastive", "contrastive.py", tgt),
+                 ("side", "massive-translate_intent", "translate_intent.py", tgt),
+                 ("side", "massive-ear", "ear_push_pull.py", [*tgt, "--mode", "ear", *syn]),
+                 ("side", "massive-rsda", "ear_push_pull.py", [*tgt, "--mode", "rsda", *syn])]
+        runs += [("side", f"massive-{x}-target", "xeroalign.py", ["--data", "massive", "--lang", x, "--no-align",
+                                                                  "--train_lang", x]) for x in ("th", "hi", "de")]
     return runs
 
+
+# The protocol in which the English model is strong (docs/protocol.md: chosen on English dev only)
+PROTOCOL = "--cls first --lr 5e-5 --head_lr 1e-2 --batch_size 32 --limit_train 4000 --epochs 2 --select_on en"
 
 # The reproduce.py invocations behind the README's real-encoder tables, by README section, as run on a
 # 2-core CPU with multilingual-e5-small (vocabulary trimmed; trimming leaves every fine-tuning output
@@ -104,10 +120,11 @@ CPU_MATIS = "--cls first --head_lr 1e-3 --lr 5e-5 --batch_size 16 --limit_train 
 EAR = "--limit_train 2000 --lr 5e-5 --head_lr 1e-3"
 PPA = "--limit_train 2000 --epochs 3 --head_lr 1e-3"
 README_RUNS = {
-    "spine": [["--groups", "spine", "--seeds", "1", "2", "3", "--only", f"{d}-", "--extra", x]
+    "side": [["--groups", "side", "--seeds", "1", "--extra", PROTOCOL, "--ear_extra", PROTOCOL]],
+    "xeroalign": [["--groups", "xeroalign", "--seeds", "1", "2", "3", "--only", f"{d}-", "--extra", x]
               for d, x in (("mtod", CPU), ("matis", CPU_MATIS), ("massive", CPU))],
     "single": [["--groups", "single", "--seeds", "1", "--extra", CPU],
-               ["--groups", "spine", "--seeds", "1", "--names", "matis-hi-target", "matis-tr-target",
+               ["--groups", "xeroalign", "--seeds", "1", "--names", "matis-hi-target", "matis-tr-target",
                 "--out", "{out}/old-70ad4b3", "--extra", CPU]],  # the MultiATIS++ Target rows of that section
     "mapping": [["--groups", "mapping", "--seeds", "1", "--names", "sts-none", "sts-cross"],
                 ["--groups", "mapping", "--seeds", "1", "--names", "sts-bi", "--sts_extra", "--epochs 1"]],
@@ -125,7 +142,7 @@ IGNORED = {"out_dir", "save_dir", "data_dir", "model"}  # paths, which differ be
 
 def file_names(v):
     """`v` with every path cut to its file name ('massive:/a/data/massive:th' -> 'massive:massive:th'):
-    dataset and corpus files are compared by name, wherever ../shared is on this machine."""
+    dataset and corpus files are compared by name, wherever the data folder is on this machine."""
     if isinstance(v, (list, tuple)):
         return [file_names(x) for x in v]
     return re.sub(r"[^:,\s]*/", "", v) if isinstance(v, str) else v
@@ -138,15 +155,16 @@ def settings_differ(had, script, argv):
     want = vars(module.parse_args(argv))
     if had.get("amp") is True:  # written before --amp could turn bf16 on for the CPU: it meant "on CUDA"
         had = {**had, "amp": None}
-    return [f"--{k} {had[k]!r} (now {want[k]!r})" for k in want
-            if k in had and k not in IGNORED and file_names(had[k]) != file_names(want[k])]
+    return [f"--{k} {had[k]!r} (now {want[k]!r})" for k in want  # None: derived in main (e.g. --head_lr = --lr)
+            if k in had and k not in IGNORED and want[k] is not None and file_names(had[k]) != file_names(want[k])]
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
-    p.add_argument("--groups", nargs="+", default=["spine"], choices=["spine", "crossaligner", "single", "mapping", "ppa", "ear"])
+    p.add_argument("--groups", nargs="+", default=["xeroalign"], choices=["xeroalign", "crossaligner", "single", "mapping", "ppa", "ear", "side"])
     p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
-    p.add_argument("--model", default=str(Path("~/.cache/xalign/multilingual-e5-small").expanduser()))
+    p.add_argument("--model", default=os.environ.get("XALIGN_MODEL", "intfloat/multilingual-e5-small"),
+                   help="hub name or local folder of the encoder (default: $XALIGN_MODEL or intfloat/multilingual-e5-small)")
     p.add_argument("--extra", default="--cls first --head_lr 1e-3 --lr 5e-5 --batch_size 32",
                    help="flags added to every intent/slot command (default: what multilingual-e5-small needs)")
     p.add_argument("--sts_extra", default="", help="flags added to every sentence_mapping.py command (e.g. --limit_train)")
@@ -155,7 +173,8 @@ def main(argv=None):
     p.add_argument("--ppa_align_extra", default="", help="flags added to the ppa_moco_tlm.py alignment command (e.g. --max_steps)")
     p.add_argument("--align_seed", type=int, default=None, help="ppa: fine-tune on the alignment of this seed "
                    "instead of each run's own (more fine-tuning seeds for one alignment run; out dirs seed<N>-align<M>)")
-    p.add_argument("--data_root", default=str(ROOT.parent / "shared" / "data"), help="folder holding the datasets")
+    p.add_argument("--data_root", default=os.environ.get("XALIGN_DATA", "data"),
+                   help="folder holding the datasets (default: $XALIGN_DATA or data)")
     p.add_argument("--out", default="runs/repro")
     p.add_argument("--only", default="", help="run only names containing this text, e.g. massive-th")
     p.add_argument("--names", nargs="+", default=None, help="run exactly these names, in this order")

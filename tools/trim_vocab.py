@@ -7,7 +7,7 @@ faster. This is a benchmark/reproduction helper; the method files are untouched.
 
     python tools/trim_vocab.py --model ~/.cache/xalign/multilingual-e5-small \
         --out ~/.cache/xalign/e5-small-trim-massive-matis \
-        --data massive:/work/shared/data/massive:en,th,hi --data matis:/work/shared/data/multiatis:en,hi,tr
+        --data massive:data/massive:en,th,hi --data matis:data/multiatis:en,hi,tr
         # plain-text corpora (e.g. the sides of a line-aligned parallel corpus): --data text:a.en,a.de
 
 What it does:
