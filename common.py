@@ -1378,7 +1378,7 @@ def check_out_dir(args, name="results.json"):
     if old.get("amp") is True:  # written before --amp could turn bf16 on for the CPU: it meant "on CUDA"
         old["amp"] = None
     new = json.loads(json.dumps(args, default=str))
-    diff = sorted(k for k in set(old) | set(new) if k not in UNSTORED and old.get(k) != new.get(k))
+    diff = sorted(k for k in new if k not in UNSTORED and old.get(k) != new[k])  # (values derived later: not compared)
     if diff and not args.get("overwrite"):
         raise SystemExit(f"error: {path} holds a run made with other settings ({', '.join(f'--{k}' for k in diff[:6])}"
                          f"{' ...' if len(diff) > 6 else ''} differ); pass --overwrite to replace it, or another --out_dir")

@@ -158,3 +158,18 @@ def test_the_readme_tables_are_those_of_the_committed_results(doc, at_least):
     files under runs/ (committed with them): no table is edited by hand, and none is stale."""
     n, changed = make_table.update_readme(ROOT / doc, check=True)
     assert n >= at_least and changed == [], f"{doc} tables under the markers of lines {changed} are stale"
+
+
+def test_paired_differences_from_the_baseline_seed_by_seed(tmp_path):
+    """Each method's difference from zero-shot is taken within a seed (same seed, same subset), then
+    averaged; the count says how many seeds share the mean's sign."""
+    result(tmp_path / "zs1", "zeroshot", 1, {"en": 90.0, "hi": 60.0, "tr": 40.0})
+    result(tmp_path / "zs2", "zeroshot", 2, {"en": 92.0, "hi": 64.0, "tr": 50.0})
+    result(tmp_path / "xa1", "xeroalign", 1, {"en": 91.0, "hi": 70.0, "tr": 38.0})
+    result(tmp_path / "xa2", "xeroalign", 2, {"en": 91.0, "hi": 62.0, "tr": 54.0})
+    result(tmp_path / "xa3", "xeroalign", 3, {"en": 91.0, "hi": 99.0, "tr": 99.0})  # no zero-shot of seed 3
+    lines = make_table.table(make_table.load(tmp_path, "matis"), "matis", "intent_acc", paired="zeroshot")
+    # seed 1: en +1, hi +10, tr -2 (avg +4); seed 2: en -1, hi -2, tr +4 (avg +1)
+    assert lines[-1] == "| xeroalign | minus zeroshot, paired | +0.0 (0/2) | +4.0 (1/2) | +1.0 (1/2) | +2.5 (2/2) | 2 | – |"
+    with pytest.raises(ValueError, match="--paired target: no such method"):
+        make_table.table(make_table.load(tmp_path, "matis"), "matis", "intent_acc", paired="target")

@@ -224,8 +224,19 @@ def trained_on_english(r):
     return r.get("args", {}).get("train_lang", "en") == "en"  # not a Target run trained on the target language
 
 
-def table(runs, data, metric, split="test", langs=None):
-    """Markdown lines of one table. `data` is the dataset, or 'sts/<section>' for derived tables."""
+def paired_cell(diffs, fmt=".1f"):
+    """Mean of per-seed differences from the baseline, and how many seeds share its sign: '+1.2 (3/3)'."""
+    if not diffs:
+        return "–"
+    mean = statistics.mean(diffs)
+    agree = sum(1 for d in diffs if d * mean > 0)
+    return f"{mean:+{fmt}} ({agree}/{len(diffs)})"
+
+
+def table(runs, data, metric, split="test", langs=None, paired=None):
+    """Markdown lines of one table. `data` is the dataset, or 'sts/<section>' for derived tables. With
+    paired=<method>, each other method gets a row of its differences from that method seed by seed (same
+    seed, same subset): the mean difference and the number of seeds whose difference has its sign."""
     found = sorted({lang for rs in runs.values() for r in rs for lang in r["metrics"]} - {"en"})
     if set(langs or []) - set(found):
         raise ValueError(f"--langs {','.join(langs)}: no results for {', '.join(sorted(set(langs) - set(found)))} "
@@ -238,6 +249,9 @@ def table(runs, data, metric, split="test", langs=None):
     fmt = ".4f" if metric == "cosine" else ".1f"
     lines = ["| method | source | " + " | ".join(cols) + " | avg | seeds | commit |",
              "|---|---|" + "---:|" * (len(cols) + 2) + "---|"]
+    if paired and paired not in runs:
+        raise ValueError(f"--paired {paired}: no such method here (found: {', '.join(runs)})")
+    per_method = {}
     for method, rs in runs.items():
         by_seed, seen = {}, {}  # seed -> {column: [values]}: one run covering every language, or one run per language
         for r in rs:
@@ -251,6 +265,7 @@ def table(runs, data, metric, split="test", langs=None):
                         raise ValueError(f"{r.get('path')}: no {split} {metric} for {c}")
                     by_seed.setdefault(key[0], {}).setdefault(c, []).append(r["metrics"][c][split][metric])
         by_seed = {s: {c: statistics.mean(v) for c, v in cs.items()} for s, cs in by_seed.items()}  # runs of a seed: mean
+        per_method[method] = by_seed
         vals = {c: [v[c] for v in by_seed.values() if c in v] for c in cols}
         complete = [v for v in by_seed.values() if all(c in v for c in langs)]
         avg = cell([statistics.mean(v[c] for c in langs) for v in complete], fmt)
@@ -265,6 +280,14 @@ def table(runs, data, metric, split="test", langs=None):
             lines.append(f"| {method} | {source} | " + ("– | " if "en" in cols else "")
                          + " | ".join(f"{nums[c]:{fmt}}" if c in nums else "–" for c in langs)
                          + f" | {avg} | – | – |")
+        if paired and method != paired:
+            base = per_method.get(paired) or {}
+            both = [s for s in by_seed if s in base]
+            diffs = {c: [by_seed[s][c] - base[s][c] for s in both if c in by_seed[s] and c in base[s]] for c in cols}
+            full = [s for s in both if all(c in by_seed[s] and c in base[s] for c in langs)]
+            avg = paired_cell([statistics.mean(by_seed[s][c] - base[s][c] for c in langs) for s in full], fmt)
+            lines.append(f"| {method} | minus {paired}, paired | " + " | ".join(paired_cell(diffs[c], fmt) for c in cols)
+                         + f" | {avg} | {len(full)} | – |")
     return lines
 
 
@@ -284,6 +307,8 @@ def parser(cls=argparse.ArgumentParser):
                    help="sentence_mapping.py results: the STS metrics, the mapping table or cross-lingual STS")
     p.add_argument("--split", default="test", choices=["dev", "test"])
     p.add_argument("--langs", default=None, help="non-English columns, e.g. hi,tr (default: every one found)")
+    p.add_argument("--paired", default=None, metavar="METHOD", help="add each method's per-seed differences from "
+                   "this one (e.g. zeroshot): mean difference and the number of seeds that share its sign")
     p.add_argument("--readme", default=None, help="rewrite the tables under the make_table markers of this file")
     p.add_argument("--check", action="store_true", help="with --readme: write nothing, fail if a table differs from its results")
     return p
@@ -300,7 +325,7 @@ def make(a, base=Path(".")):
     data = a.data
     if a.section != "metrics":
         runs, data = derived(runs, a.section, a.split), f"{a.data}/{a.section}"
-    return table(runs, data, a.metric, a.split, a.langs.split(",") if a.langs else None)
+    return table(runs, data, a.metric, a.split, a.langs.split(",") if a.langs else None, a.paired)
 
 
 MARKER = re.compile(r"^<!-- make_table (.+) -->$")
