@@ -297,7 +297,7 @@ def main(argv=None):
     model = common.TaskModel(enc, len(labels.intents), 0, args.cls).to(device)
     n_layers = enc.config.num_hidden_layers
     apt_layer = ap_layer(n_layers) if isinstance(args.ap_layer, DefaultLayer) else args.ap_layer
-    settings["ap_layer"] = apt_layer  # results.json records the layer used
+    settings["apt_layer"] = apt_layer  # results.json records the layer used (ap_layer: as asked)
     if args.mode == "ear" and not 1 <= apt_layer <= n_layers:
         raise SystemExit(f"error: --ap_layer {apt_layer}: the encoder has {n_layers} layers; "
                          f"pass 1 to {n_layers}, or leave it out for layer {ap_layer(n_layers)}")

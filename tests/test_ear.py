@@ -130,7 +130,7 @@ def test_demo_is_one_command_from_any_directory(tmp_path):
                          env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
     res = json.loads((tmp_path / "out" / "results.json").read_text())
-    assert res["method"] == "ear" and res["args"]["ap_layer"] == 1
+    assert res["method"] == "ear" and res["args"]["apt_layer"] == 1
     assert res["args"]["neighbours"] == str(ROOT / "data/demo/synonyms.json")
     assert res["metrics"]["en"]["test"]["accuracy"] > 50
 
@@ -168,3 +168,12 @@ def test_docstring_cites_the_paper_by_its_title(script):
     if os.path.isfile(text):  # where the paper's text is at hand: the title is the one on its first page
         with open(text, encoding="utf-8") as f:
             assert " ".join(f.readline().lstrip("# ").split()) == TITLES[script]
+
+
+def test_rerun_with_the_same_settings_is_not_refused(tmp_path):
+    """The APT layer used (1 on the tiny encoder) is recorded apart from --ap_layer as asked (6 until the
+    encoder's depth is known), so an identical rerun is not taken for a run made with other settings."""
+    argv = ["--data", "demo", "--model", "tiny", "--device", "cpu", "--max_steps", "1", "--out_dir", str(tmp_path)]
+    ear.main(argv)
+    ear.main(argv)
+    assert json.loads((tmp_path / "results.json").read_text())["args"]["apt_layer"] == 1
