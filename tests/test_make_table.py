@@ -173,3 +173,15 @@ def test_paired_differences_from_the_baseline_seed_by_seed(tmp_path):
     assert lines[-1] == "| xeroalign | minus zeroshot, paired | +0.0 (0/2) | +4.0 (1/2) | +1.0 (1/2) | +2.5 (2/2) | 2 | – |"
     with pytest.raises(ValueError, match="--paired target: no such method"):
         make_table.table(make_table.load(tmp_path, "matis"), "matis", "intent_acc", paired="target")
+
+
+def test_intent_only_runs_share_the_intent_table_and_leave_slots_empty(tmp_path):
+    result(tmp_path / "zs1", "zeroshot", 1, {"en": 90.0, "hi": 60.0})
+    path = tmp_path / "ear1"
+    path.mkdir()
+    (path / "results.json").write_text(json.dumps({"method": "ear", "data": "matis", "args": {"seed": 1}, "commit": "c" * 10,
+                                                   "metrics": {x: {"test": {"accuracy": v}} for x, v in (("en", 91.0), ("hi", 65.0))}}))
+    runs = make_table.load(tmp_path, "matis")
+    assert make_table.table(runs, "matis", "intent_acc", paired="zeroshot")[-1] == \
+        "| ear | minus zeroshot, paired | +1.0 (1/1) | +5.0 (1/1) | +5.0 (1/1) | 1 | – |"
+    assert make_table.table(runs, "matis", "slot_f1")[-1] == "| ear | ours | – | – | – | 0 | ccccccc |"

@@ -261,9 +261,14 @@ def table(runs, data, metric, split="test", langs=None, paired=None):
                     if c != "en" and key in seen:  # English is shared by per-language runs; nothing else
                         raise ValueError(f"two {method} runs of seed {key[0]} report {c}: {seen[key]} and {r.get('path')}")
                     seen[key] = r.get("path")
-                    if metric not in r["metrics"][c].get(split, {}):
+                    got = r["metrics"][c].get(split, {})
+                    if metric not in got and "accuracy" in got and metric in ("intent_acc", "slot_f1", "exact_match"):
+                        if metric != "intent_acc":
+                            continue  # a run that trains intents only (EAR on intent/slot data): no slot cells
+                        got = {metric: got["accuracy"]}
+                    if metric not in got:
                         raise ValueError(f"{r.get('path')}: no {split} {metric} for {c}")
-                    by_seed.setdefault(key[0], {}).setdefault(c, []).append(r["metrics"][c][split][metric])
+                    by_seed.setdefault(key[0], {}).setdefault(c, []).append(got[metric])
         by_seed = {s: {c: statistics.mean(v) for c, v in cs.items()} for s, cs in by_seed.items()}  # runs of a seed: mean
         per_method[method] = by_seed
         vals = {c: [v[c] for v in by_seed.values() if c in v] for c in cols}
