@@ -175,6 +175,21 @@ def test_paired_differences_from_the_baseline_seed_by_seed(tmp_path):
         make_table.table(make_table.load(tmp_path, "matis"), "matis", "intent_acc", paired="target")
 
 
+def test_methods_picks_rows_and_still_pairs_with_a_hidden_baseline(tmp_path):
+    """--methods shows only the named rows; the paired baseline is read even when its row is not shown."""
+    result(tmp_path / "zs1", "zeroshot", 1, {"en": 90.0, "hi": 60.0})
+    result(tmp_path / "xa1", "xeroalign", 1, {"en": 91.0, "hi": 65.0})
+    result(tmp_path / "co1", "contrastive", 1, {"en": 89.0, "hi": 70.0})
+    runs = make_table.load(tmp_path, "matis")
+    lines = make_table.table(runs, "matis", "intent_acc", paired="zeroshot", methods=["xeroalign"])
+    assert [line.split(" | ")[:2] for line in lines[2:]] == [["| xeroalign", "ours"],
+                                                           ["| xeroalign", "Gritta & Iacobacci 2021, Table 5"],
+                                                           ["| xeroalign", "minus zeroshot, paired"]]
+    assert lines[-1].startswith("| xeroalign | minus zeroshot, paired | +1.0 (1/1) | +5.0 (1/1) |")
+    with pytest.raises(ValueError, match="--methods: no results for ear"):
+        make_table.table(runs, "matis", "intent_acc", methods=["xeroalign", "ear"])
+
+
 def test_intent_only_runs_share_the_intent_table_and_leave_slots_empty(tmp_path):
     result(tmp_path / "zs1", "zeroshot", 1, {"en": 90.0, "hi": 60.0})
     path = tmp_path / "ear1"

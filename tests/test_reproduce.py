@@ -23,6 +23,21 @@ def test_dry_run_commands_parse_with_each_script(capsys):
         assert args.model and args.seed in (1, 2) and "seed" in args.out_dir
 
 
+def test_the_default_settings_are_the_protocol_in_which_english_is_strong(capsys):
+    """Without --extra, intent/slot runs get the protocol of docs/protocol.md (heads at 1e-2, a 4,000-row
+    English subset, English-dev selection); MultiATIS++ trains on every English row."""
+    reproduce.main(["--dry_run", "--groups", "xeroalign", "--seeds", "1", "--names", "mtod-zeroshot", "matis-zeroshot"])
+    mtod, matis = (module_args(line) for line in capsys.readouterr().out.splitlines())
+    for args in (mtod, matis):
+        assert (args.cls, args.lr, args.head_lr, args.epochs, args.select_on) == ("first", 5e-5, 1e-2, 2, "en")
+    assert (mtod.limit_train, matis.limit_train) == (4000, 0)
+
+
+def module_args(line):
+    words = shlex.split(line)
+    return importlib.import_module(words[1][:-3]).parse_args(words[2:])
+
+
 def test_xeroalign_grid_covers_the_paper_rows():
     names = {name for _, name, _, _ in reproduce.grid(["xeroalign"])}
     for lang in ("de", "es", "fr", "hi", "ja", "pt", "tr", "zh"):

@@ -233,10 +233,14 @@ def paired_cell(diffs, fmt=".1f"):
     return f"{mean:+{fmt}} ({agree}/{len(diffs)})"
 
 
-def table(runs, data, metric, split="test", langs=None, paired=None):
+def table(runs, data, metric, split="test", langs=None, paired=None, methods=None):
     """Markdown lines of one table. `data` is the dataset, or 'sts/<section>' for derived tables. With
     paired=<method>, each other method gets a row of its differences from that method seed by seed (same
-    seed, same subset): the mean difference and the number of seeds whose difference has its sign."""
+    seed, same subset): the mean difference and the number of seeds whose difference has its sign. With
+    methods=[names], only those methods get rows (the paired baseline is still read when not shown)."""
+    if set(methods or []) - set(runs):
+        raise ValueError(f"--methods: no results for {', '.join(m for m in methods if m not in runs)} "
+                         f"(found: {', '.join(runs)})")
     found = sorted({lang for rs in runs.values() for r in rs for lang in r["metrics"]} - {"en"})
     if set(langs or []) - set(found):
         raise ValueError(f"--langs {','.join(langs)}: no results for {', '.join(sorted(set(langs) - set(found)))} "
@@ -271,6 +275,8 @@ def table(runs, data, metric, split="test", langs=None, paired=None):
                     by_seed.setdefault(key[0], {}).setdefault(c, []).append(got[metric])
         by_seed = {s: {c: statistics.mean(v) for c, v in cs.items()} for s, cs in by_seed.items()}  # runs of a seed: mean
         per_method[method] = by_seed
+        if methods and method not in methods:
+            continue
         vals = {c: [v[c] for v in by_seed.values() if c in v] for c in cols}
         complete = [v for v in by_seed.values() if all(c in v for c in langs)]
         avg = cell([statistics.mean(v[c] for c in langs) for v in complete], fmt)
@@ -314,6 +320,8 @@ def parser(cls=argparse.ArgumentParser):
     p.add_argument("--langs", default=None, help="non-English columns, e.g. hi,tr (default: every one found)")
     p.add_argument("--paired", default=None, metavar="METHOD", help="add each method's per-seed differences from "
                    "this one (e.g. zeroshot): mean difference and the number of seeds that share its sign")
+    p.add_argument("--methods", default=None, help="only these rows, comma-separated method names as the "
+                   "table prints them, e.g. 'zeroshot,target,xeroalign' (default: every method found)")
     p.add_argument("--readme", default=None, help="rewrite the tables under the make_table markers of this file")
     p.add_argument("--check", action="store_true", help="with --readme: write nothing, fail if a table differs from its results")
     return p
@@ -330,7 +338,8 @@ def make(a, base=Path(".")):
     data = a.data
     if a.section != "metrics":
         runs, data = derived(runs, a.section, a.split), f"{a.data}/{a.section}"
-    return table(runs, data, a.metric, a.split, a.langs.split(",") if a.langs else None, a.paired)
+    return table(runs, data, a.metric, a.split, a.langs.split(",") if a.langs else None, a.paired,
+                 a.methods.split(",") if a.methods else None)
 
 
 MARKER = re.compile(r"^<!-- make_table (.+) -->$")

@@ -109,8 +109,12 @@ def grid(groups):
     return runs
 
 
-# The protocol in which the English model is strong (docs/protocol.md: chosen on English dev only)
+# The protocol in which the English model is strong (docs/protocol.md: swept on English dev only), the
+# default --extra for multilingual-e5: a fixed 4,000-utterance English subset (MultiATIS++: all 4,488
+# rows), 2 epochs, encoder lr 5e-5, heads 1e-2. English test: MASSIVE 83.1 intent accuracy,
+# MultiATIS++ 97.1 / 91.6 and MTOD 98.8 / 92.4 intent accuracy / slot F1 (seed 1).
 PROTOCOL = "--cls first --lr 5e-5 --head_lr 1e-2 --batch_size 32 --limit_train 4000 --epochs 2 --select_on en"
+PROTOCOL_ALL_ROWS = PROTOCOL.replace(" --limit_train 4000", "")  # MultiATIS++: every English row
 
 # The reproduce.py invocations behind the README's real-encoder tables, by README section, as run on a
 # 2-core CPU with multilingual-e5-small (vocabulary trimmed; trimming leaves every fine-tuning output
@@ -165,8 +169,8 @@ def main(argv=None):
     p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     p.add_argument("--model", default=os.environ.get("XALIGN_MODEL", "intfloat/multilingual-e5-small"),
                    help="hub name or local folder of the encoder (default: $XALIGN_MODEL or intfloat/multilingual-e5-small)")
-    p.add_argument("--extra", default="--cls first --head_lr 1e-3 --lr 5e-5 --batch_size 32",
-                   help="flags added to every intent/slot command (default: what multilingual-e5-small needs)")
+    p.add_argument("--extra", default=None, help="flags added to every intent/slot command (default: the "
+                   "protocol for multilingual-e5-small, PROTOCOL; MultiATIS++ without --limit_train)")
     p.add_argument("--sts_extra", default="", help="flags added to every sentence_mapping.py command (e.g. --limit_train)")
     p.add_argument("--ppa_extra", default="", help="flags added to every ppa_moco_tlm.py fine-tuning command (e.g. --limit_train)")
     p.add_argument("--ear_extra", default="", help="flags added to every ear_push_pull.py command (e.g. --limit_train; not --epochs or --copies, which keep the runs step-matched)")
@@ -208,7 +212,8 @@ def main(argv=None):
             cmd += [] if "--model" in args else ["--model", a.model]
             cmd += ["--data_dir", str(Path(a.data_root) / FOLDERS[data])] if data else []
             extra = a.sts_extra if data == "sts" else a.ppa_align_extra if "align" in args else \
-                a.ppa_extra if script == "ppa_moco_tlm.py" else a.ear_extra if script == "ear_push_pull.py" else a.extra
+                a.ppa_extra if script == "ppa_moco_tlm.py" else a.ear_extra if script == "ear_push_pull.py" else \
+                a.extra if a.extra is not None else PROTOCOL_ALL_ROWS if data == "matis" else PROTOCOL
             cmd += ["--seed", str(seed), "--out_dir", str(out), *shlex.split(extra)]
             todo.append((out, cmd))
     if not todo:
