@@ -106,6 +106,14 @@ def grid(groups):
                  ("side", "massive-rsda", "ear_push_pull.py", [*tgt, "--mode", "rsda", *syn])]
         runs += [("side", f"massive-{x}-target", "xeroalign.py", ["--data", "massive", "--lang", x, "--no-align",
                                                                   "--train_lang", x]) for x in ("th", "hi", "de")]
+    if "side-ppa" in groups:  # PPA in the side-by-side grid: one alignment on MASSIVE's own parallel utterances
+        # (train split, the three targets), then fine-tuning of the aligned encoder with each seed (--align_seed)
+        runs += [("side", "ppa-align", "ppa_moco_tlm.py", ["--stage", "align", "--parallel", "massive:{massive}:th,hi,de",
+                                                           "--min_len", "3"]),
+                 ("side", "massive-ppa", "ppa_moco_tlm.py", ["--stage", "finetune", "--data", "massive", "--lang", "th,hi,de",
+                                                             "--model", "{side_align}/aligned"]),
+                 ("side", "massive-ppa-base", "ppa_moco_tlm.py", ["--stage", "finetune", "--data", "massive",
+                                                                  "--lang", "th,hi,de"])]  # its fine-tuning alone
     return runs
 
 
@@ -123,8 +131,13 @@ CPU = "--cls first --head_lr 1e-3 --lr 5e-5 --batch_size 32 --limit_train 2000 -
 CPU_MATIS = "--cls first --head_lr 1e-3 --lr 5e-5 --batch_size 16 --limit_train 1000 --epochs 3"
 EAR = "--limit_train 2000 --lr 5e-5 --head_lr 1e-3"
 PPA = "--limit_train 2000 --epochs 3 --head_lr 1e-3"
+PPA_ALIGN = "--batch_size 32 --queue 4096 --max_steps 512"  # stage 1 sized for a CPU
 README_RUNS = {
-    "side": [["--groups", "side", "--seeds", "1", "--extra", PROTOCOL, "--ear_extra", PROTOCOL]],
+    "side": [["--groups", "side", "--seeds", "1", "2", "3", "--extra", PROTOCOL, "--ear_extra", PROTOCOL],
+             ["--groups", "side-ppa", "--seeds", "1", "--names", "ppa-align", "--ppa_align_extra", PPA_ALIGN],
+             ["--groups", "side-ppa", "--seeds", "1", "2", "3", "--names", "massive-ppa", "--align_seed", "1",
+              "--ppa_extra", PROTOCOL],
+             ["--groups", "side-ppa", "--seeds", "1", "2", "3", "--names", "massive-ppa-base", "--ppa_extra", PROTOCOL]],
     "xeroalign": [["--groups", "xeroalign", "--seeds", "1", "2", "3", "--only", f"{d}-", "--extra", x]
               for d, x in (("mtod", CPU), ("matis", CPU_MATIS), ("massive", CPU))],
     "single": [["--groups", "single", "--seeds", "1", "--extra", CPU],
@@ -136,7 +149,7 @@ README_RUNS = {
                      for d, x in (("massive", CPU), ("mtod", CPU), ("matis", CPU_MATIS))],
     "ear": [["--groups", "ear", "--seeds", "1", "--ear_extra", EAR],
             ["--groups", "ear", "--seeds", "2", "--names", "massive-ear", "massive-plain", "--ear_extra", EAR]],
-    "ppa": [["--groups", "ppa", "--seeds", "1", "--ppa_align_extra", "--batch_size 32 --queue 4096 --max_steps 512",
+    "ppa": [["--groups", "ppa", "--seeds", "1", "--ppa_align_extra", PPA_ALIGN,
              "--ppa_extra", PPA],
             ["--groups", "ppa", "--seeds", "2", "--align_seed", "1", "--ppa_extra", PPA,
              "--names", "massive-base", "massive-aligned", "massive-aligned-no_tlm"]],
@@ -165,7 +178,7 @@ def settings_differ(had, script, argv):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
-    p.add_argument("--groups", nargs="+", default=["xeroalign"], choices=["xeroalign", "crossaligner", "single", "mapping", "ppa", "ear", "side"])
+    p.add_argument("--groups", nargs="+", default=["xeroalign"], choices=["xeroalign", "crossaligner", "single", "mapping", "ppa", "ear", "side", "side-ppa"])
     p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     p.add_argument("--model", default=os.environ.get("XALIGN_MODEL", "intfloat/multilingual-e5-small"),
                    help="hub name or local folder of the encoder (default: $XALIGN_MODEL or intfloat/multilingual-e5-small)")
@@ -200,12 +213,12 @@ def main(argv=None):
             raise SystemExit(f"error: --names {sorted(unknown)} not in the grid of --groups {a.groups}")
         runs = sorted((r for r in runs if r[1] in a.names), key=lambda r: a.names.index(r[1]))
     fill = {**{k: Path(a.data_root) / v for k, v in FOLDERS.items()}, "parallel": Path(a.data_root) / "parallel",
-            "align": Path(a.out) / "ppa" / "align", "synonyms": Path(a.data_root) / "synonyms" / "counterfitted_neighbors.json"}
+            "align": Path(a.out) / "ppa" / "align", "side_align": Path(a.out) / "side" / "ppa-align", "synonyms": Path(a.data_root) / "synonyms" / "counterfitted_neighbors.json"}
     for group, name, script, args in runs:
         if a.only not in name:
             continue
         data = args[args.index("--data") + 1] if "--data" in args else None
-        aligned = "{align}" in " ".join(args) and a.align_seed is not None  # a fine-tuning run of an alignment
+        aligned = re.search(r"{(side_)?align}", " ".join(args)) and a.align_seed is not None  # a fine-tuning run of an alignment
         for seed in a.seeds:
             out = Path(a.out) / group / name / (f"seed{seed}-align{a.align_seed}" if aligned else f"seed{seed}")
             cmd = [sys.executable, script, *(x.format(**fill).replace("/aligned", f"/seed{a.align_seed if aligned else seed}/aligned") for x in args)]
