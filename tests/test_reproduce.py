@@ -88,7 +88,8 @@ def test_readme_reproduce_commands_are_readme_runs(capsys):
             while text.endswith("\\"):
                 i += 1
                 text = text[:-1] + " " + lines[i].strip()
-            commands.append(shlex.split(text.replace("$E5", "E5").replace("<trimmed e5>", "E5"), comments=True)[2:])
+            commands.append(shlex.split(text.replace("$E5", "E5").replace("<trimmed e5>", "E5")
+                                        .replace("intfloat/multilingual-e5-small", "E5"), comments=True)[2:])
     assert len(commands) >= 8
     reproduce.main(["--readme_runs", "--dry_run", "--model", "E5", "--out", "o"])
     every = set(capsys.readouterr().out.splitlines())
