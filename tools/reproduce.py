@@ -218,7 +218,7 @@ def main(argv=None):
         if a.only not in name:
             continue
         data = args[args.index("--data") + 1] if "--data" in args else None
-        aligned = re.search(r"{(side_)?align}", " ".join(args)) and a.align_seed is not None  # a fine-tuning run of an alignment
+        aligned = any("/aligned" in x for x in args) and a.align_seed is not None  # fine-tuning an aligned encoder
         for seed in a.seeds:
             out = Path(a.out) / group / name / (f"seed{seed}-align{a.align_seed}" if aligned else f"seed{seed}")
             cmd = [sys.executable, script, *(x.format(**fill).replace("/aligned", f"/seed{a.align_seed if aligned else seed}/aligned") for x in args)]
