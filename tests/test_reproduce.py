@@ -11,7 +11,7 @@ import reproduce  # noqa: E402
 
 
 def test_dry_run_commands_parse_with_each_script(capsys):
-    groups = ["xeroalign", "crossaligner", "single", "mapping", "ppa", "ear"]
+    groups = ["xeroalign", "crossaligner", "single", "mapping", "ppa", "ear", "side", "side-ppa", "tod"]
     reproduce.main(["--dry_run", "--groups", *groups, "--seeds", "1", "2", "--ppa_align_extra", "--max_steps 3"])
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2 * len(reproduce.grid(groups))
@@ -46,6 +46,20 @@ def test_xeroalign_grid_covers_the_paper_rows():
     zeroshot = {name: args[args.index("--lang") + 1] for _, name, _, args in reproduce.grid(["xeroalign"]) if "zeroshot" in name}
     assert zeroshot == {"mtod-zeroshot": "es,th", "matis-zeroshot": "de,es,fr,hi,ja,pt,tr,zh",
                         "massive-zeroshot": "de,es,fr,hi,th"}  # one English model tested on every target
+
+
+def test_tod_grid_aligns_one_model_per_seed_on_the_targets_mixed():
+    """MTOD and MultiATIS++ under the protocol: every aligned row and the zero-shot row name the same
+    targets (one model per seed, targets mixed); Target trains one model per target language."""
+    runs = {name: (script, args) for _, name, script, args in reproduce.grid(["tod"])}
+    for data, langs in (("mtod", "es,th"), ("matis", "de,hi,tr,ja")):
+        for row in ("zeroshot", "xeroalign", "crossaligner", "ca+xa-sum", "ca+xa-cov"):
+            script, args = runs[f"{data}-{row}"]
+            assert args[args.index("--lang") + 1] == langs and ("--no-align" in args) == (row == "zeroshot")
+        assert runs[f"{data}-ca+xa-cov"][1][-4:] == ["ca", "xa", "--weighting", "cov"]
+        for lang in langs.split(","):
+            assert runs[f"{data}-{lang}-target"][1][-4:] == ["--lang", lang, "--no-align", "--train_lang", lang][-4:]
+    assert len(runs) == 2 * 5 + 2 + 4
 
 
 def test_ppa_fine_tuning_reads_the_aligned_encoder_of_its_seed(capsys):

@@ -106,6 +106,17 @@ def grid(groups):
                  ("side", "massive-rsda", "ear_push_pull.py", [*tgt, "--mode", "rsda", *syn])]
         runs += [("side", f"massive-{x}-target", "xeroalign.py", ["--data", "massive", "--lang", x, "--no-align",
                                                                   "--train_lang", x]) for x in ("th", "hi", "de")]
+    if "tod" in groups:  # XeroAlign and CrossAligner on MTOD and MultiATIS++ under the protocol, one model per
+        # seed with the targets mixed (as the side grid), against one zero-shot and one Target model per target
+        for data, langs in {"mtod": ["es", "th"], "matis": ["de", "hi", "tr", "ja"]}.items():
+            tgt = ["--data", data, "--lang", ",".join(langs)]
+            runs += [("tod", f"{data}-zeroshot", "xeroalign.py", [*tgt, "--no-align"]),
+                     ("tod", f"{data}-xeroalign", "xeroalign.py", tgt),
+                     ("tod", f"{data}-crossaligner", "crossaligner.py", [*tgt, "--aux", "ca"]),
+                     ("tod", f"{data}-ca+xa-sum", "crossaligner.py", [*tgt, "--aux", "ca", "xa"]),
+                     ("tod", f"{data}-ca+xa-cov", "crossaligner.py", [*tgt, "--aux", "ca", "xa", "--weighting", "cov"])]
+            runs += [("tod", f"{data}-{x}-target", "xeroalign.py", ["--data", data, "--lang", x, "--no-align",
+                                                                   "--train_lang", x]) for x in langs]
     if "side-ppa" in groups:  # PPA in the side-by-side grid: one alignment on MASSIVE's own parallel utterances
         # (train split, the three targets), then fine-tuning of the aligned encoder with each seed (--align_seed)
         runs += [("side", "ppa-align", "ppa_moco_tlm.py", ["--stage", "align", "--parallel", "massive:{massive}:th,hi,de",
@@ -178,7 +189,7 @@ def settings_differ(had, script, argv):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
-    p.add_argument("--groups", nargs="+", default=["xeroalign"], choices=["xeroalign", "crossaligner", "single", "mapping", "ppa", "ear", "side", "side-ppa"])
+    p.add_argument("--groups", nargs="+", default=["xeroalign"], choices=["xeroalign", "crossaligner", "single", "mapping", "ppa", "ear", "side", "side-ppa", "tod"])
     p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     p.add_argument("--model", default=os.environ.get("XALIGN_MODEL", "intfloat/multilingual-e5-small"),
                    help="hub name or local folder of the encoder (default: $XALIGN_MODEL or intfloat/multilingual-e5-small)")
