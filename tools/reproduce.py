@@ -119,11 +119,12 @@ def grid(groups):
                                                                    "--train_lang", x]) for x in langs]
     if "side-ppa" in groups:  # PPA in the side-by-side grid: one alignment on MASSIVE's own parallel utterances
         # (train split, the three targets), then fine-tuning of the aligned encoder with each seed (--align_seed)
-        runs += [("side", "ppa-align", "ppa_moco_tlm.py", ["--stage", "align", "--parallel", "massive:{massive}:th,hi,de",
-                                                           "--min_len", "3"]),
-                 ("side", "massive-ppa", "ppa_moco_tlm.py", ["--stage", "finetune", "--data", "massive", "--lang", "th,hi,de",
-                                                             "--model", "{side_align}/aligned"]),
-                 ("side", "massive-ppa-base", "ppa_moco_tlm.py", ["--stage", "finetune", "--data", "massive",
+        for variant, flags in (("", []), ("-no_tlm", ["--no_tlm"])):  # MoCo + TLM, and MoCo only (Table 5)
+            runs += [("side", f"ppa-align{variant}", "ppa_moco_tlm.py", ["--stage", "align", "--parallel",
+                                                                          "massive:{massive}:th,hi,de", "--min_len", "3", *flags]),
+                     ("side", f"massive-ppa{variant}", "ppa_moco_tlm.py", ["--stage", "finetune", "--data", "massive", "--lang",
+                                                                            "th,hi,de", "--model", f"{{side_align}}{variant}/aligned"])]
+        runs += [("side", "massive-ppa-base", "ppa_moco_tlm.py", ["--stage", "finetune", "--data", "massive",
                                                                   "--lang", "th,hi,de"])]  # its fine-tuning alone
     return runs
 
@@ -146,8 +147,9 @@ PPA_ALIGN = "--batch_size 32 --queue 4096 --max_steps 512"  # stage 1 sized for 
 README_RUNS = {
     "side": [["--groups", "side", "--seeds", "1", "2", "3", "--extra", PROTOCOL, "--ear_extra", PROTOCOL],
              ["--groups", "side-ppa", "--seeds", "1", "--names", "ppa-align", "--ppa_align_extra", PPA_ALIGN],
-             ["--groups", "side-ppa", "--seeds", "1", "2", "3", "--names", "massive-ppa", "--align_seed", "1",
-              "--ppa_extra", PROTOCOL],
+             ["--groups", "side-ppa", "--seeds", "1", "--names", "ppa-align-no_tlm", "--ppa_align_extra", PPA_ALIGN],
+             ["--groups", "side-ppa", "--seeds", "1", "2", "3", "--names", "massive-ppa", "massive-ppa-no_tlm",
+              "--align_seed", "1", "--ppa_extra", PROTOCOL],
              ["--groups", "side-ppa", "--seeds", "1", "2", "3", "--names", "massive-ppa-base", "--ppa_extra", PROTOCOL]],
     "xeroalign": [["--groups", "xeroalign", "--seeds", "1", "2", "3", "--only", f"{d}-", "--extra", x]
               for d, x in (("mtod", CPU), ("matis", CPU_MATIS), ("massive", CPU))],
