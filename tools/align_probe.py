@@ -1,7 +1,7 @@
 """How well an encoder's sentence vectors match translations: bitext retrieval on XNLI dev premises.
 
     python tools/align_probe.py --data_dir data/xnli --langs fr,es,de,bg,ar,zh,hi \
-        --model ~/.cache/xalign/e5-small-trim-ppa --model runs/repro/ppa/align/seed1/aligned
+        --model intfloat/multilingual-e5-small --model <stage-1 --out_dir>/aligned
 
 A diagnostic for ppa_moco_tlm.py's stage 1, which pulls the first-token state of a sentence towards
 that of its translation: did the alignment run move translations closer, before any fine-tuning?

@@ -1,7 +1,7 @@
 """Turn results.json files into the README's markdown tables.
 
-    python tools/make_table.py runs/repro/xeroalign --data massive --metric intent_acc
-    python tools/make_table.py runs/repro/xeroalign --data matis --metric slot_f1 --split test --langs hi,tr
+    python tools/make_table.py runs/repro/side --data massive --metric intent_acc --paired zeroshot
+    python tools/make_table.py runs/repro/tod --data mtod --metric slot_f1 --split test --langs es,th
     python tools/make_table.py runs/repro --data sts --metric spearman                          # STS
     python tools/make_table.py runs/repro --data sts --section mapping --metric cosine          # mappings
     python tools/make_table.py runs/repro --data sts --section cross_lingual --metric spearman  # Table IV

@@ -139,33 +139,17 @@ PROTOCOL_ALL_ROWS = PROTOCOL.replace(" --limit_train 4000", "")  # MultiATIS++: 
 # The reproduce.py invocations behind the README's real-encoder tables, by README section, as run on a
 # 2-core CPU with multilingual-e5-small (vocabulary trimmed; trimming leaves every fine-tuning output
 # unchanged). --model, --data_root, --out, --threads and --dry_run are added from the command line.
-CPU = "--cls first --head_lr 1e-3 --lr 5e-5 --batch_size 32 --limit_train 2000 --epochs 3"
-CPU_MATIS = "--cls first --head_lr 1e-3 --lr 5e-5 --batch_size 16 --limit_train 1000 --epochs 3"
-EAR = "--limit_train 2000 --lr 5e-5 --head_lr 1e-3"
-PPA = "--limit_train 2000 --epochs 3 --head_lr 1e-3"
 PPA_ALIGN = "--batch_size 32 --queue 4096 --max_steps 512"  # stage 1 sized for a CPU
 README_RUNS = {
     "side": [["--groups", "side", "--seeds", "1", "2", "3", "--extra", PROTOCOL, "--ear_extra", PROTOCOL],
-             ["--groups", "side-ppa", "--seeds", "1", "--names", "ppa-align", "--ppa_align_extra", PPA_ALIGN],
-             ["--groups", "side-ppa", "--seeds", "1", "--names", "ppa-align-no_tlm", "--ppa_align_extra", PPA_ALIGN],
+             ["--groups", "side-ppa", "--seeds", "1", "--names", "ppa-align", "ppa-align-no_tlm",
+              "--ppa_align_extra", PPA_ALIGN],
              ["--groups", "side-ppa", "--seeds", "1", "2", "3", "--names", "massive-ppa", "massive-ppa-no_tlm",
               "--align_seed", "1", "--ppa_extra", PROTOCOL],
              ["--groups", "side-ppa", "--seeds", "1", "2", "3", "--names", "massive-ppa-base", "--ppa_extra", PROTOCOL]],
-    "xeroalign": [["--groups", "xeroalign", "--seeds", "1", "2", "3", "--only", f"{d}-", "--extra", x]
-              for d, x in (("mtod", CPU), ("matis", CPU_MATIS), ("massive", CPU))],
-    "single": [["--groups", "single", "--seeds", "1", "--extra", CPU],
-               ["--groups", "xeroalign", "--seeds", "1", "--names", "matis-hi-target", "matis-tr-target",
-                "--out", "{out}/old-70ad4b3", "--extra", CPU]],  # the MultiATIS++ Target rows of that section
+    "tod": [["--groups", "tod", "--seeds", "1", "2", "3"]],  # the protocol is the default --extra
     "mapping": [["--groups", "mapping", "--seeds", "1", "--names", "sts-none", "sts-cross"],
                 ["--groups", "mapping", "--seeds", "1", "--names", "sts-bi", "--sts_extra", "--epochs 1"]],
-    "crossaligner": [["--groups", "crossaligner", "--seeds", "1", "--only", f"{d}-", "--extra", x]
-                     for d, x in (("massive", CPU), ("mtod", CPU), ("matis", CPU_MATIS))],
-    "ear": [["--groups", "ear", "--seeds", "1", "--ear_extra", EAR],
-            ["--groups", "ear", "--seeds", "2", "--names", "massive-ear", "massive-plain", "--ear_extra", EAR]],
-    "ppa": [["--groups", "ppa", "--seeds", "1", "--ppa_align_extra", PPA_ALIGN,
-             "--ppa_extra", PPA],
-            ["--groups", "ppa", "--seeds", "2", "--align_seed", "1", "--ppa_extra", PPA,
-             "--names", "massive-base", "massive-aligned", "massive-aligned-no_tlm"]],
 }
 IGNORED = {"out_dir", "save_dir", "data_dir", "model"}  # paths, which differ between machines
 
