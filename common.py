@@ -1072,6 +1072,8 @@ def dev_halves(args, langs, align):
         if len(r) != n:
             raise DataError(f"{args.data_dir}: the {lang} dev set has {len(r)} pairs and the {args.train_lang} one {n}; "
                             "--dev_halves needs row-parallel dev sets")
+    if n < 4:  # the dev and test quarters would be empty
+        raise DataError(f"{args.data_dir}: the {args.train_lang} dev set has {n} pairs; --dev_halves needs at least 4")
     order = random.Random(0).sample(range(n), n)
     train_idx, dev_idx, test_idx = sorted(order[:n // 2]), sorted(order[n // 2:3 * n // 4]), sorted(order[3 * n // 4:])
     if 0 < args.limit_train < len(train_idx):

@@ -252,3 +252,7 @@ def test_dev_halves_keeps_evaluated_pairs_out_of_training(tmp_path):
     write(tmp_path / "dev-de.tsv", "de a\tde b\t0\n")
     with pytest.raises(common.DataError, match="row-parallel"):
         common.load_data(args, ["de"], align=True)
+    for lang in ("en", "de"):  # too few pairs for non-empty dev and test quarters: a clear error, not a crash later
+        write(tmp_path / f"dev-{lang}.tsv", "".join(f"{lang} a{i}\tb{i}\t0\n" for i in range(3)))
+    with pytest.raises(common.DataError, match="has 3 pairs; --dev_halves needs at least 4"):
+        common.load_data(args, ["de"], align=True)
