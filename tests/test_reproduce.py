@@ -84,7 +84,7 @@ def test_every_committed_result_is_a_readme_run_with_its_settings():
     todo = reproduce.main(["--readme_runs", "--dry_run", "--out", str(ROOT / "runs/repro")])
     by_out = {str(out): cmd for out, cmd in todo}
     results = sorted((ROOT / "runs/repro").rglob("results.json"))
-    assert len(results) >= 32
+    assert len(results) >= 60
     for path in results:
         cmd = by_out.get(str(path.parent))
         assert cmd, f"{path}: no --readme_runs command writes here"
@@ -104,7 +104,7 @@ def test_readme_reproduce_commands_are_readme_runs(capsys):
                 text = text[:-1] + " " + lines[i].strip()
             commands.append(shlex.split(text.replace("$E5", "E5").replace("<trimmed e5>", "E5")
                                         .replace("intfloat/multilingual-e5-small", "E5"), comments=True)[2:])
-    assert len(commands) >= 2
+    assert len(commands) >= 4
     reproduce.main(["--readme_runs", "--dry_run", "--model", "E5", "--out", "o"])
     every = set(capsys.readouterr().out.splitlines())
     for argv in commands:
