@@ -201,7 +201,10 @@ def test_ablation_flags_and_clear_errors(tmp_path):
 
 
 def test_code_switching_groups(tmp_path):
-    args = ppa.parse_args(["--stage", "finetune", "--data", "pawsx", "--data_dir", str(FIX / "pawsx_xtreme"), "--lang", "de",
+    for lang in ("en", "de"):  # the fixture's dev pairs twice over: --dev_halves needs at least 4
+        lines = (FIX / "pawsx_xtreme" / f"dev-{lang}.tsv").read_text(encoding="utf-8").splitlines(keepends=True)
+        write(tmp_path / "pawsx" / f"dev-{lang}.tsv", "".join(lines * 2))
+    args = ppa.parse_args(["--stage", "finetune", "--data", "pawsx", "--data_dir", str(tmp_path / "pawsx"), "--lang", "de",
                            "--model", "tiny", "--translate_train", "--code_switch", "--dev_halves", "--out_dir", str(tmp_path)])
     train, trans, evals = common.load_data(args, ["de"], True)
     _, tok = common.load_encoder("tiny", common.texts_of(train, trans, evals), tmp_path, 64)
