@@ -82,8 +82,8 @@ def grid(groups, ear_epochs=1):
                                 ("aligned-no_tlm", ["--model", "{align}-no_tlm/aligned"])):
                 runs.append(("ppa", f"{data}-{name}", "ppa_moco_tlm.py", ["--stage", "finetune", "--data", data, *extra, *model]))
     if "ear" in groups:  # plain fine-tuning, RS-DA, EAR and its ablations (English-only resources)
-        # step-matched: RS-DA and EAR take the paper's one epoch over 3 augmented copies of each example,
-        # plain fine-tuning 3 epochs over the originals (as many optimizer steps, each example seen 3 times)
+        # step-matched: RS-DA and EAR take ear_epochs (the paper's 1) epochs over 3 augmented copies of each
+        # example, plain fine-tuning 3 times as many over the originals (as many optimizer steps)
         aug = ["--copies", "3", "--epochs", str(ear_epochs)]
         modes = {"plain": ["--mode", "plain", "--epochs", str(3 * ear_epochs)], "rsda": ["--mode", "rsda", *aug],
                  "ear": ["--mode", "ear", *aug], "ear-no_ept": ["--mode", "ear", "--alpha", "0", *aug],
@@ -136,15 +136,15 @@ def grid(groups, ear_epochs=1):
 # MultiATIS++ 97.1 / 91.6 and MTOD 98.8 / 92.4 intent accuracy / slot F1 (seed 1).
 PROTOCOL = "--cls first --lr 5e-5 --head_lr 1e-2 --batch_size 32 --limit_train 4000 --epochs 2 --select_on en"
 PROTOCOL_ALL_ROWS = PROTOCOL.replace(" --limit_train 4000", "")  # MultiATIS++: every English row
-
-# The reproduce.py invocations behind the README's real-encoder tables, by README section, as run on a
-# 2-core CPU with multilingual-e5-small (vocabulary trimmed; trimming leaves every fine-tuning output
-# unchanged). --model, --data_root, --out, --threads and --dry_run are added from the command line.
 # XNLI (dev halves: 1,245 English training pairs) under the protocol of docs/protocol.md, chosen on
 # English dev (60.9 accuracy after 6 epochs at encoder lr 1e-4, 60.6 at 5e-5): plain fine-tuning 6 epochs,
 # RS-DA and EAR 2 epochs over 3 augmented copies (as many steps); three targets evaluated, not all 14,
 # to keep the per-epoch dev evaluation of a CPU run short (--lang here overrides the grid's "all").
 XNLI_PROTOCOL = "--cls first --lr 1e-4 --head_lr 1e-2 --batch_size 32 --select_on en --lang th,hi,de"
+
+# The reproduce.py invocations behind the README's real-encoder tables, by README section, as run on a
+# 2-core CPU with multilingual-e5-small (vocabulary trimmed; trimming leaves every fine-tuning output
+# unchanged). --model, --data_root, --out, --threads and --dry_run are added from the command line.
 PPA_ALIGN = "--batch_size 32 --queue 4096 --max_steps 512"  # stage 1 sized for a CPU
 README_RUNS = {
     "side": [["--groups", "side", "--seeds", "1", "2", "3", "--extra", PROTOCOL, "--ear_extra", PROTOCOL],
@@ -191,7 +191,7 @@ def main(argv=None):
                    "protocol for multilingual-e5-small, PROTOCOL; MultiATIS++ without --limit_train)")
     p.add_argument("--sts_extra", default="", help="flags added to every sentence_mapping.py command (e.g. --limit_train)")
     p.add_argument("--ppa_extra", default="", help="flags added to every ppa_moco_tlm.py fine-tuning command (e.g. --limit_train)")
-    p.add_argument("--ear_extra", default="", help="flags added to every ear_push_pull.py command (e.g. --limit_train; not --epochs or --copies, which keep the runs step-matched)")
+    p.add_argument("--ear_extra", default="", help="flags added to every ear_push_pull.py command (e.g. --limit_train; not --epochs or --copies: --ear_epochs keeps the runs step-matched)")
     p.add_argument("--ear_epochs", type=int, default=1, help="epochs of the ear group's RS-DA and EAR runs over "
                    "3 augmented copies; its plain fine-tuning takes 3 times as many, as many steps (default: 1)")
     p.add_argument("--ppa_align_extra", default="", help="flags added to the ppa_moco_tlm.py alignment command (e.g. --max_steps)")
