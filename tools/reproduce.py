@@ -155,7 +155,7 @@ README_RUNS = {
              ["--groups", "side-ppa", "--seeds", "1", "2", "3", "--names", "massive-ppa-base", "--ppa_extra", PROTOCOL]],
     "tod": [["--groups", "tod", "--seeds", "1", "2", "3"]],  # the protocol is the default --extra
     "ear": [["--groups", "ear", "--seeds", "1", "2", "3", "--names", "xnli-plain", "xnli-rsda", "xnli-ear",
-             "--ear_epochs", "2", "--ear_extra", XNLI_PROTOCOL]],
+             "xnli-ear-no_ept", "xnli-ear-no_apt", "--ear_epochs", "2", "--ear_extra", XNLI_PROTOCOL]],
     "mapping": [["--groups", "mapping", "--seeds", "1", "--names", "sts-none", "sts-cross"],
                 ["--groups", "mapping", "--seeds", "1", "--names", "sts-bi", "--sts_extra", "--epochs 1"]],
 }
