@@ -13,6 +13,8 @@ Usage:
         --parallel europarl.en,europarl.de europarl.en,europarl.fr pairs.tsv --save_dir runs/ppa/aligned
     python ppa_moco_tlm.py --stage align --model bert-base-multilingual-cased \
         --parallel massive:data/massive:th,hi,de --min_len 3 --save_dir runs/ppa/aligned
+    python ppa_moco_tlm.py --stage align --model bert-base-multilingual-cased --dev_halves \
+        --parallel xnli:data/xnli:th,hi,de --min_len 3   # both sentences of the pairs --dev_halves trains on
     # stage 2: fine-tune the aligned encoder (or any --model) on English, test zero-shot
     python ppa_moco_tlm.py --stage finetune --model runs/ppa/aligned --data xnli --lang all
     python ppa_moco_tlm.py --stage finetune --model runs/ppa/aligned --data xnli --lang de \
@@ -128,13 +130,15 @@ def parse_args(argv=None):
                    "the final one, best English dev or best target dev (default: last; QA: always the last)")
     p.add_argument("--log_every", type=int, default=50, help="progress line every N steps (default: 50)")
     p.add_argument("--dev_halves", action="store_true", help="pawsx/xnli without train sets: train on half of "
-                   "the row-parallel dev pairs, dev and test on quarters of the rest")
+                   "the row-parallel dev pairs, dev and test on quarters of the rest (align: the pawsx/xnli --parallel "
+                   "specs read that training half)")
     # --- method
     p.add_argument("--stage", choices=["align", "finetune"], default="finetune",
                    help="1: align on parallel data; 2: fine-tune and test (default: finetune)")
     p.add_argument("--parallel", nargs="+", default=[], metavar="SPEC", help="align: SRC,TGT (line-aligned "
                    "files, English first), PAIRS.tsv (english<TAB>other) or <data>:<data_dir>:<lang,lang|all> "
-                   "(a dataset's English train with its translations); --data demo: its --lang translations")
+                   "(a dataset's English train with its translations; pawsx/xnli: both sentences of each pair, "
+                   "with --dev_halves those of its training half); --data demo: its --lang translations")
     p.add_argument("--save_dir", help="align: where the aligned encoder goes (default: <out_dir>/aligned)")
     p.add_argument("--min_len", type=int, default=10, help="align: drop pairs with a side under this many "
                    "subwords (default: 10, the paper's; 1 for the demo's parallel data)")
@@ -316,11 +320,20 @@ def optimizer_step(loss, params, opt, sched, step, **parts):
 # ---------------------------------------------------------------------------- stage 1: alignment
 
 
-def read_parallel_specs(specs):
-    """[(english, other)] from every --parallel spec, with a count per spec."""
+def read_parallel_specs(specs, dev_halves=False):
+    """[(english, other)] from every --parallel spec, with a count per spec. A sentence-pair dataset
+    (pawsx, xnli) gives both sides of each pair as parallel sentences; with `dev_halves`, those of
+    --dev_halves's training half (its dev rows that no run evaluates in any language)."""
     pairs, counts = [], {}
     for spec in specs:
-        if spec.count(":") == 2 and spec.split(":")[0] in common.INTENT_SLOT:
+        if spec.count(":") == 2 and spec.split(":")[0] in common.PAIR_TASKS:
+            data, folder, langs = spec.split(":")
+            _, english, trans, _ = common.load_task(data, folder, langs, align=True, dev_halves=dev_halves)
+            for lang, tr in trans.items():
+                got = [(s, t) for e, both in zip(english, tr) if both for s, t in zip((e.a, e.b), both)]
+                counts[f"{data}/{lang}"] = len(got)
+                pairs += got
+        elif spec.count(":") == 2 and spec.split(":")[0] in common.INTENT_SLOT:
             data, folder, langs = spec.split(":")
             english = common.load_split(data, folder, "en", "train")
             for lang in common.resolve_langs(langs, data, folder):  # de,es or all
@@ -341,7 +354,7 @@ def align(args, parallel, out_dir, save_dir, settings, device, autocast):
 
     # data: the pairs, and the paper's length filter (each side >= --min_len subwords, the pair <= --max_len)
     try:
-        pairs, counts = read_parallel_specs(parallel)
+        pairs, counts = read_parallel_specs(parallel, args.dev_halves)
     except common.DataError as e:
         raise SystemExit(f"error: {e}") from None
     enc, tok = common.load_encoder(args.model, [s for p in pairs for s in p], out_dir, args.max_len)

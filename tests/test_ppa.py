@@ -185,6 +185,25 @@ def test_adamw_groups_decay_and_head_lr():
                    (1e-3, 0.01): {id(model.head.weight)}, (1e-3, 0.0): {id(model.head.bias)}}
 
 
+def test_align_reads_both_sentences_of_the_dev_halves_training_pairs(tmp_path):
+    """xnli:<dir>:<langs> with --dev_halves: the premise and the hypothesis of each training-half pair, each
+    with its translation, and no sentence of the dev and test quarters (they are evaluated after alignment)."""
+    rows = [(f"premise {i} .", f"hypothesis {i} .", "neutral") for i in range(8)]
+    for lang in ("en", "de"):
+        write(tmp_path / "xnli" / f"dev-{lang}.tsv",
+              "".join(f"{lang} {a}\t{lang} {b}\t{y}\n" for a, b, y in rows))
+    pairs, counts = ppa.read_parallel_specs([f"xnli:{tmp_path / 'xnli'}:de"], dev_halves=True)
+    args = ppa.parse_args(["--data", "xnli", "--data_dir", str(tmp_path / "xnli"), "--lang", "de", "--dev_halves"])
+    train, _, evals = common.load_data(args, ["de"], False)
+    want = [(f"en {s}", f"de {s}") for e in train for s in (e.a[3:], e.b[3:])]
+    assert pairs == want and counts == {"xnli/de": 8}  # 4 training pairs, 2 sentences each
+    evaluated = {e.a for d in evals.values() for xs in d.values() for e in xs}
+    assert not evaluated & {s for p in pairs for s in p}
+    got = ppa.main(["--stage", "align", "--model", "tiny", "--parallel", f"xnli:{tmp_path / 'xnli'}:de", "--dev_halves",
+                    "--min_len", "1", "--queue", "8", "--batch_size", "4", "--epochs", "1", "--out_dir", str(tmp_path / "a")])
+    assert len(got) == 1 and got[0]["tlm"] > 0.0  # it trains on them
+
+
 def test_ablation_flags_and_clear_errors(tmp_path):
     h = ppa.main([*ALIGN, "--epochs", "1", "--no_tlm", "--out_dir", str(tmp_path / "a")])
     assert h[0]["tlm"] == 0.0

@@ -69,6 +69,21 @@ def test_ppa_fine_tuning_reads_the_aligned_encoder_of_its_seed(capsys):
     assert sum("--model o/ppa/align/seed2/aligned" in x for x in lines) == 2  # massive and xnli, aligned
 
 
+def test_xnli_ppa_aligns_on_the_training_half_and_fine_tunes_that_alignment(capsys):
+    """PPA on XNLI: stage 1 reads only the --dev_halves training pairs (with th, hi, de), and each seed
+    fine-tunes the seed-1 alignment, with and without TLM, on the same targets as its fine-tuning alone."""
+    reproduce.main(["--readme_runs", "ppa", "--dry_run", "--model", "E5", "--out", "o"])
+    lines = [shlex.split(x) for x in capsys.readouterr().out.splitlines()]
+    arg = lambda words, flag: words[words.index(flag) + 1]  # noqa: E731
+    align = [x for x in lines if arg(x, "--stage") == "align"]
+    assert [("--no_tlm" in x, arg(x, "--parallel").split(":")[2], "--dev_halves" in x) for x in align] == \
+        [(False, "th,hi,de", True), (True, "th,hi,de", True)]
+    tune = [x for x in lines if arg(x, "--stage") == "finetune"]
+    assert len(tune) == 9 and all(arg(x, "--lang") == "th,hi,de" and "--dev_halves" in x for x in tune)
+    assert sorted(arg(x, "--model") for x in tune) == ["E5"] * 3 + ["o/ppa/xnli-ppa-align-no_tlm/seed1/aligned"] * 3 + \
+        ["o/ppa/xnli-ppa-align/seed1/aligned"] * 3
+
+
 def test_align_seed_fine_tunes_one_alignment_with_other_seeds(capsys):
     reproduce.main(["--dry_run", "--groups", "ppa", "--seeds", "2", "--align_seed", "1", "--names", "massive-base", "massive-aligned"])
     base, aligned = (shlex.split(x) for x in capsys.readouterr().out.splitlines())

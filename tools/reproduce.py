@@ -127,6 +127,14 @@ def grid(groups, ear_epochs=1):
                                                                             "th,hi,de", "--model", f"{{side_align}}{variant}/aligned"])]
         runs += [("side", "massive-ppa-base", "ppa_moco_tlm.py", ["--stage", "finetune", "--data", "massive",
                                                                   "--lang", "th,hi,de"])]  # its fine-tuning alone
+    if "xnli-ppa" in groups:  # PPA on XNLI (dev halves): one alignment on both sentences of the training half's
+        # pairs with their th, hi and de translations, then fine-tuning of the aligned encoder with each seed
+        par = ["--parallel", "xnli:{xnli}:th,hi,de", "--dev_halves", "--min_len", "3"]
+        tune = ["--stage", "finetune", "--data", "xnli", "--lang", "th,hi,de", "--dev_halves"]
+        for variant, flags in (("", []), ("-no_tlm", ["--no_tlm"])):  # MoCo + TLM, and MoCo only (Table 5)
+            runs += [("ppa", f"xnli-ppa-align{variant}", "ppa_moco_tlm.py", ["--stage", "align", *par, *flags]),
+                     ("ppa", f"xnli-ppa{variant}", "ppa_moco_tlm.py", [*tune, "--model", f"{{xnli_align}}{variant}/aligned"])]
+        runs += [("ppa", "xnli-ppa-base", "ppa_moco_tlm.py", tune)]  # its fine-tuning alone
     return runs
 
 
@@ -141,6 +149,7 @@ PROTOCOL_ALL_ROWS = PROTOCOL.replace(" --limit_train 4000", "")  # MultiATIS++: 
 # RS-DA and EAR 2 epochs over 3 augmented copies (as many steps); three targets evaluated, not all 14,
 # to keep the per-epoch dev evaluation of a CPU run short (--lang here overrides the grid's "all").
 XNLI_PROTOCOL = "--cls first --lr 1e-4 --head_lr 1e-2 --batch_size 32 --select_on en --lang th,hi,de"
+XNLI_PROTOCOL_PPA = "--cls first --lr 1e-4 --head_lr 1e-2 --batch_size 32 --select_on en --epochs 6"  # PPA's stage 2
 
 # The reproduce.py invocations behind the README's real-encoder tables, by README section, as run on a
 # 2-core CPU with multilingual-e5-small (vocabulary trimmed; trimming leaves every fine-tuning output
@@ -156,6 +165,11 @@ README_RUNS = {
     "tod": [["--groups", "tod", "--seeds", "1", "2", "3"]],  # the protocol is the default --extra
     "ear": [["--groups", "ear", "--seeds", "1", "2", "3", "--names", "xnli-plain", "xnli-rsda", "xnli-ear",
              "xnli-ear-no_ept", "xnli-ear-no_apt", "--ear_epochs", "2", "--ear_extra", XNLI_PROTOCOL]],
+    "ppa": [["--groups", "xnli-ppa", "--seeds", "1", "--names", "xnli-ppa-align", "xnli-ppa-align-no_tlm",
+             "--ppa_align_extra", PPA_ALIGN],
+            ["--groups", "xnli-ppa", "--seeds", "1", "2", "3", "--names", "xnli-ppa", "xnli-ppa-no_tlm",
+             "--align_seed", "1", "--ppa_extra", XNLI_PROTOCOL_PPA],
+            ["--groups", "xnli-ppa", "--seeds", "1", "2", "3", "--names", "xnli-ppa-base", "--ppa_extra", XNLI_PROTOCOL_PPA]],
     "mapping": [["--groups", "mapping", "--seeds", "1", "--names", "sts-none", "sts-cross"],
                 ["--groups", "mapping", "--seeds", "1", "--names", "sts-bi", "--sts_extra", "--epochs 1"]],
 }
@@ -183,7 +197,7 @@ def settings_differ(had, script, argv):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
-    p.add_argument("--groups", nargs="+", default=["xeroalign"], choices=["xeroalign", "crossaligner", "single", "mapping", "ppa", "ear", "side", "side-ppa", "tod"])
+    p.add_argument("--groups", nargs="+", default=["xeroalign"], choices=["xeroalign", "crossaligner", "single", "mapping", "ppa", "ear", "side", "side-ppa", "tod", "xnli-ppa"])
     p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     p.add_argument("--model", default=os.environ.get("XALIGN_MODEL", "intfloat/multilingual-e5-small"),
                    help="hub name or local folder of the encoder (default: $XALIGN_MODEL or intfloat/multilingual-e5-small)")
@@ -220,7 +234,8 @@ def main(argv=None):
             raise SystemExit(f"error: --names {sorted(unknown)} not in the grid of --groups {a.groups}")
         runs = sorted((r for r in runs if r[1] in a.names), key=lambda r: a.names.index(r[1]))
     fill = {**{k: Path(a.data_root) / v for k, v in FOLDERS.items()}, "parallel": Path(a.data_root) / "parallel",
-            "align": Path(a.out) / "ppa" / "align", "side_align": Path(a.out) / "side" / "ppa-align", "synonyms": Path(a.data_root) / "synonyms" / "counterfitted_neighbors.json"}
+            "align": Path(a.out) / "ppa" / "align", "side_align": Path(a.out) / "side" / "ppa-align", "xnli_align": Path(a.out) / "ppa" / "xnli-ppa-align",
+            "synonyms": Path(a.data_root) / "synonyms" / "counterfitted_neighbors.json"}
     for group, name, script, args in runs:
         if a.only not in name:
             continue
