@@ -105,6 +105,20 @@ def test_demo_end_to_end(tmp_path, nb_file, mode):
         assert h[-1]["train_ept_loss"] == h[-1]["train_apt_loss"] == 0
 
 
+def test_each_alignment_term_steers_training(tmp_path, nb_file):
+    """EPT and APT reach the weights: trained with a large weight on one term, the run ends with that term
+    lower (embeddings pushed further apart, attention maps closer) than the same run with both weights 0.
+    Fails if either term's graph were cut (e.g. a hook keeping a detached tensor)."""
+    def run(name, *flags):
+        ear.main(["--data", "demo", "--data_dir", str(ROOT / "data/demo"), "--lang", "de", "--model", "tiny", "--device",
+                  "cpu", "--mode", "ear", "--neighbours", str(nb_file), "--ap_layer", "1", "--epochs", "2",
+                  "--out_dir", str(tmp_path / name), "--log_every", "1000", *flags])
+        return json.loads((tmp_path / name / "results.json").read_text())["history"][-1]
+    off = run("off", "--alpha", "0", "--beta", "0")
+    assert run("ept", "--alpha", "10", "--beta", "0")["train_ept_loss"] < 1.5 * off["train_ept_loss"]  # both negative
+    assert run("apt", "--alpha", "0", "--beta", "10")["train_apt_loss"] < 0.6 * off["train_apt_loss"]
+
+
 def test_clear_errors(tmp_path, nb_file):
     with pytest.raises(SystemExit, match="not found. It is counterfitted_neighbors.json"):
         ear.load_neighbours(tmp_path / "none.json")
