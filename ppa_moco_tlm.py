@@ -326,15 +326,14 @@ def read_parallel_specs(specs, dev_halves=False):
     --dev_halves's training half (its dev rows that no run evaluates in any language)."""
     pairs, counts = [], {}
     for spec in specs:
-        if spec.count(":") == 2 and spec.split(":")[0] in common.PAIR_TASKS:
-            data, folder, langs = spec.split(":")
+        data, folder, langs = spec.split(":") if spec.count(":") == 2 else (None, None, None)
+        if data in common.PAIR_TASKS:
             _, english, trans, _ = common.load_task(data, folder, langs, align=True, dev_halves=dev_halves)
             for lang, tr in trans.items():
                 got = [(s, t) for e, both in zip(english, tr) if both for s, t in zip((e.a, e.b), both)]
                 counts[f"{data}/{lang}"] = len(got)
                 pairs += got
-        elif spec.count(":") == 2 and spec.split(":")[0] in common.INTENT_SLOT:
-            data, folder, langs = spec.split(":")
+        elif data in common.INTENT_SLOT:
             english = common.load_split(data, folder, "en", "train")
             for lang in common.resolve_langs(langs, data, folder):  # de,es or all
                 tr = common.load_translations(data, folder, lang, english)

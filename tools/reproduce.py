@@ -120,22 +120,25 @@ def grid(groups, ear_epochs=1):
                                                                    "--train_lang", x]) for x in langs]
     if "side-ppa" in groups:  # PPA in the side-by-side grid: one alignment on MASSIVE's own parallel utterances
         # (train split, the three targets), then fine-tuning of the aligned encoder with each seed (--align_seed)
-        for variant, flags in (("", []), ("-no_tlm", ["--no_tlm"])):  # MoCo + TLM, and MoCo only (Table 5)
-            runs += [("side", f"ppa-align{variant}", "ppa_moco_tlm.py", ["--stage", "align", "--parallel",
-                                                                          "massive:{massive}:th,hi,de", "--min_len", "3", *flags]),
-                     ("side", f"massive-ppa{variant}", "ppa_moco_tlm.py", ["--stage", "finetune", "--data", "massive", "--lang",
-                                                                            "th,hi,de", "--model", f"{{side_align}}{variant}/aligned"])]
-        runs += [("side", "massive-ppa-base", "ppa_moco_tlm.py", ["--stage", "finetune", "--data", "massive",
-                                                                  "--lang", "th,hi,de"])]  # its fine-tuning alone
+        runs += one_alignment("side", "ppa-align", "massive-ppa", ["--parallel", "massive:{massive}:th,hi,de", "--min_len", "3"],
+                              ["--stage", "finetune", "--data", "massive", "--lang", "th,hi,de"])
     if "xnli-ppa" in groups:  # PPA on XNLI (dev halves): one alignment on both sentences of the training half's
         # pairs with their th, hi and de translations, then fine-tuning of the aligned encoder with each seed
-        par = ["--parallel", "xnli:{xnli}:th,hi,de", "--dev_halves", "--min_len", "3"]
-        tune = ["--stage", "finetune", "--data", "xnli", "--lang", "th,hi,de", "--dev_halves"]
-        for variant, flags in (("", []), ("-no_tlm", ["--no_tlm"])):  # MoCo + TLM, and MoCo only (Table 5)
-            runs += [("ppa", f"xnli-ppa-align{variant}", "ppa_moco_tlm.py", ["--stage", "align", *par, *flags]),
-                     ("ppa", f"xnli-ppa{variant}", "ppa_moco_tlm.py", [*tune, "--model", f"{{xnli_align}}{variant}/aligned"])]
-        runs += [("ppa", "xnli-ppa-base", "ppa_moco_tlm.py", tune)]  # its fine-tuning alone
+        runs += one_alignment("ppa", "xnli-ppa-align", "xnli-ppa",
+                              ["--parallel", "xnli:{xnli}:th,hi,de", "--dev_halves", "--min_len", "3"],
+                              ["--stage", "finetune", "--data", "xnli", "--lang", "th,hi,de", "--dev_halves"])
     return runs
+
+
+def one_alignment(group, align, name, parallel, tune):
+    """PPA runs from one stage-1 run per variant (MoCo + TLM, and MoCo only: Table 5): the alignments
+    `align`[-no_tlm], the fine-tunings `name`[-no_tlm] of their encoders (`tune` plus --model), and
+    `name`-base, the same fine-tuning of the unaligned encoder."""
+    runs = []
+    for variant, flags in (("", []), ("-no_tlm", ["--no_tlm"])):
+        runs += [(group, f"{align}{variant}", "ppa_moco_tlm.py", ["--stage", "align", *parallel, *flags]),
+                 (group, f"{name}{variant}", "ppa_moco_tlm.py", [*tune, "--model", f"{{out}}/{group}/{align}{variant}/aligned"])]
+    return runs + [(group, f"{name}-base", "ppa_moco_tlm.py", tune)]
 
 
 # The protocol in which the English model is strong (docs/protocol.md: swept on English dev only), the
@@ -149,7 +152,7 @@ PROTOCOL_ALL_ROWS = PROTOCOL.replace(" --limit_train 4000", "")  # MultiATIS++: 
 # RS-DA and EAR 2 epochs over 3 augmented copies (as many steps); three targets evaluated, not all 14,
 # to keep the per-epoch dev evaluation of a CPU run short (--lang here overrides the grid's "all").
 XNLI_PROTOCOL = "--cls first --lr 1e-4 --head_lr 1e-2 --batch_size 32 --select_on en --lang th,hi,de"
-XNLI_PROTOCOL_PPA = "--cls first --lr 1e-4 --head_lr 1e-2 --batch_size 32 --select_on en --epochs 6"  # PPA's stage 2
+XNLI_PROTOCOL_PPA = XNLI_PROTOCOL.replace("--lang th,hi,de", "--epochs 6")  # PPA's stage 2: the grid names the targets
 
 # The reproduce.py invocations behind the README's real-encoder tables, by README section, as run on a
 # 2-core CPU with multilingual-e5-small (vocabulary trimmed; trimming leaves every fine-tuning output
@@ -234,7 +237,7 @@ def main(argv=None):
             raise SystemExit(f"error: --names {sorted(unknown)} not in the grid of --groups {a.groups}")
         runs = sorted((r for r in runs if r[1] in a.names), key=lambda r: a.names.index(r[1]))
     fill = {**{k: Path(a.data_root) / v for k, v in FOLDERS.items()}, "parallel": Path(a.data_root) / "parallel",
-            "align": Path(a.out) / "ppa" / "align", "side_align": Path(a.out) / "side" / "ppa-align", "xnli_align": Path(a.out) / "ppa" / "xnli-ppa-align",
+            "align": Path(a.out) / "ppa" / "align", "out": a.out,
             "synonyms": Path(a.data_root) / "synonyms" / "counterfitted_neighbors.json"}
     for group, name, script, args in runs:
         if a.only not in name:
