@@ -156,3 +156,14 @@ def test_only_that_matches_nothing_is_an_error():
     import pytest
     with pytest.raises(SystemExit, match=r"no run of --groups xeroalign matches --only 'MTOD'"):
         reproduce.main(["--dry_run", "--only", "MTOD"])
+
+
+def test_side_grid_has_ears_ablations_on_massive(capsys):
+    """EAR w/o EPT (--alpha 0) and w/o APT (--beta 0) in the side-by-side grid: the same command as EAR's
+    but that one weight, so their rows pair with EAR's seed by seed."""
+    names = ["massive-ear", "massive-ear-no_ept", "massive-ear-no_apt"]
+    reproduce.main(["--dry_run", "--groups", "side", "--seeds", "1", "--names", *names])
+    ear, no_ept, no_apt = (module_args(line) for line in capsys.readouterr().out.splitlines())
+    assert (ear.alpha, ear.beta) != (0, 0) and ear.alpha and ear.beta
+    assert {**vars(ear), "alpha": 0, "out_dir": None} == {**vars(no_ept), "out_dir": None}
+    assert {**vars(ear), "beta": 0, "out_dir": None} == {**vars(no_apt), "out_dir": None}

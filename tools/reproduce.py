@@ -104,6 +104,8 @@ def grid(groups, ear_epochs=1):
                  ("side", "massive-contrastive", "contrastive.py", tgt),
                  ("side", "massive-translate_intent", "translate_intent.py", tgt),
                  ("side", "massive-ear", "ear_push_pull.py", [*tgt, "--mode", "ear", *syn]),
+                 ("side", "massive-ear-no_ept", "ear_push_pull.py", [*tgt, "--mode", "ear", "--alpha", "0", *syn]),
+                 ("side", "massive-ear-no_apt", "ear_push_pull.py", [*tgt, "--mode", "ear", "--beta", "0", *syn]),
                  ("side", "massive-rsda", "ear_push_pull.py", [*tgt, "--mode", "rsda", *syn])]
         runs += [("side", f"massive-{x}-target", "xeroalign.py", ["--data", "massive", "--lang", x, "--no-align",
                                                                   "--train_lang", x]) for x in ("th", "hi", "de")]
