@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Rerun the English zero-shot protocol sweep of docs/protocol.md with multilingual-e5-small, one run
 # at a time, on the CPU: xeroalign.py --no-align on MultiATIS++, MTOD and MASSIVE; ear_push_pull.py
-# --mode plain (plain fine-tuning, EAR's baseline) on XNLI's dev halves.
+# --mode plain (plain fine-tuning, EAR's baseline) on XNLI's and PAWS-X's dev halves.
 #
 #   DATA=data MODEL=intfloat/multilingual-e5-small OUT=/tmp/sweep bash tools/sweep_protocol.sh [RUN ...]
 #
 # Environment (all optional):
-#   DATA     folder holding the datasets as multiatis/, mtod/, massive/, xnli/ (default: data)
+#   DATA     folder holding the datasets as multiatis/, mtod/, massive/, xnli/, pawsx/ (default: data)
 #   MODEL    HF hub name or local folder of the encoder (default: intfloat/multilingual-e5-small)
 #   TRIM_TO  if set, first trim MODEL's vocabulary to the sweep's data with tools/trim_vocab.py
 #            (MODEL must then be a local folder) into this folder, and run on the trimmed encoder;
@@ -26,9 +26,10 @@ OUT=${OUT:-/tmp/sweep}
 THREADS=${THREADS:-1}
 DEVICE=${DEVICE:-cpu}
 
-# name | dataset flags | training flags (the sweep, in the order it was run); XNLI runs use
-# ear_push_pull.py --mode plain and evaluate English only (--lang en)
+# name | dataset flags | training flags (the sweep, in the order it was run); XNLI and PAWS-X runs
+# use ear_push_pull.py --mode plain and evaluate English only (--lang en)
 NLI="--data xnli --data_dir $DATA/xnli --dev_halves --lang en --mode plain"
+PAWS="--data pawsx --data_dir $DATA/pawsx --dev_halves --lang en --mode plain"
 RUNS=(
   "a_matis_e2|--data matis --data_dir $DATA/multiatis --lang de,hi,tr,ja|--epochs 2 --lr 5e-5 --head_lr 1e-2"
   "b_mtod_n4000_e2|--data mtod --data_dir $DATA/mtod --lang es,th|--limit_train 4000 --epochs 2 --lr 5e-5 --head_lr 1e-2"
@@ -39,6 +40,8 @@ RUNS=(
   "g_matis_e2_lr1e-4|--data matis --data_dir $DATA/multiatis --lang de,hi,tr,ja|--epochs 2 --lr 1e-4 --head_lr 1e-2"
   "h_xnli_e6|$NLI|--epochs 6 --lr 5e-5 --head_lr 1e-2"
   "i_xnli_e6_lr1e-4|$NLI|--epochs 6 --lr 1e-4 --head_lr 1e-2"
+  "j_pawsx_e6|$PAWS|--epochs 6 --lr 5e-5 --head_lr 1e-2"
+  "k_pawsx_e6_lr1e-4|$PAWS|--epochs 6 --lr 1e-4 --head_lr 1e-2"
 )
 
 if [[ "${1:-}" == "--list" ]]; then
@@ -50,7 +53,7 @@ if [[ -n "${TRIM_TO:-}" ]]; then
   if [[ ! -f "$TRIM_TO/config.json" ]]; then
     OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS python tools/trim_vocab.py --model "$MODEL" --out "$TRIM_TO" \
       --data "massive:$DATA/massive:en,th,hi,de" --data "matis:$DATA/multiatis:en,de,hi,tr,ja" \
-      --data "mtod:$DATA/mtod:en,es,th" --data "xnli:$DATA/xnli:en"
+      --data "mtod:$DATA/mtod:en,es,th" --data "xnli:$DATA/xnli:en" --data "pawsx:$DATA/pawsx:en"
   fi
   MODEL=$TRIM_TO
 fi
@@ -62,7 +65,7 @@ for r in "${RUNS[@]}"; do
   if [[ -f "$OUT/$name/results.json" ]]; then echo "skip $name: $OUT/$name/results.json exists"; continue; fi
   echo "run $name -> $OUT/$name.log"
   start=$(date +%s)
-  script="xeroalign.py --no-align"; [[ "$dflags" == *"--data xnli"* ]] && script=ear_push_pull.py
+  script="xeroalign.py --no-align"; [[ "$dflags" == *"--mode plain"* ]] && script=ear_push_pull.py
   # shellcheck disable=SC2086  # the flag strings are meant to split into words
   OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS python $script --cls first --model "$MODEL" \
     $dflags $tflags --batch_size 32 --select_on en --seed 1 --device "$DEVICE" --out_dir "$OUT/$name" \
