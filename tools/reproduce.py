@@ -85,9 +85,8 @@ def grid(groups, ear_epochs=1):
         # step-matched: RS-DA and EAR take ear_epochs (the paper's 1) epochs over 3 augmented copies of each
         # example, plain fine-tuning 3 times as many over the originals (as many optimizer steps)
         aug = ["--copies", "3", "--epochs", str(ear_epochs)]
-        modes = {"plain": ["--mode", "plain", "--epochs", str(3 * ear_epochs)], "rsda": ["--mode", "rsda", *aug],
-                 "ear": ["--mode", "ear", *aug], "ear-no_ept": ["--mode", "ear", "--alpha", "0", *aug],
-                 "ear-no_apt": ["--mode", "ear", "--beta", "0", *aug]}
+        modes = {"plain": ["--mode", "plain", "--epochs", str(3 * ear_epochs)],
+                 **{name: [*mode, *aug] for name, mode in EAR_MODES.items()}}
         sets = {"pawsx": ["--lang", "de,es,fr,ja,ko,zh", "--dev_halves"], "xnli": ["--lang", "all", "--dev_halves"],
                 "massive": ["--lang", "th,hi,de"]}
         for data, flags in sets.items():
@@ -103,10 +102,8 @@ def grid(groups, ear_epochs=1):
                  ("side", "massive-ca+xa-cov", "crossaligner.py", [*tgt, "--aux", "ca", "xa", "--weighting", "cov"]),
                  ("side", "massive-contrastive", "contrastive.py", tgt),
                  ("side", "massive-translate_intent", "translate_intent.py", tgt),
-                 ("side", "massive-ear", "ear_push_pull.py", [*tgt, "--mode", "ear", *syn]),
-                 ("side", "massive-ear-no_ept", "ear_push_pull.py", [*tgt, "--mode", "ear", "--alpha", "0", *syn]),
-                 ("side", "massive-ear-no_apt", "ear_push_pull.py", [*tgt, "--mode", "ear", "--beta", "0", *syn]),
-                 ("side", "massive-rsda", "ear_push_pull.py", [*tgt, "--mode", "rsda", *syn])]
+                 *[("side", f"massive-{name}", "ear_push_pull.py", [*tgt, *EAR_MODES[name], *syn])
+                   for name in ("ear", "ear-no_ept", "ear-no_apt", "rsda")]]
         runs += [("side", f"massive-{x}-target", "xeroalign.py", ["--data", "massive", "--lang", x, "--no-align",
                                                                   "--train_lang", x]) for x in ("th", "hi", "de")]
     if "tod" in groups:  # XeroAlign and CrossAligner on MTOD and MultiATIS++ under the protocol, one model per
@@ -130,6 +127,11 @@ def grid(groups, ear_epochs=1):
                               ["--parallel", "xnli:{xnli}:th,hi,de", "--dev_halves", "--min_len", "3"],
                               ["--stage", "finetune", "--data", "xnli", "--lang", "th,hi,de", "--dev_halves"])
     return runs
+
+
+# ear_push_pull.py's modes (EAR's ablations: Table 3), shared by the ear and side grids
+EAR_MODES = {"rsda": ["--mode", "rsda"], "ear": ["--mode", "ear"], "ear-no_ept": ["--mode", "ear", "--alpha", "0"],
+             "ear-no_apt": ["--mode", "ear", "--beta", "0"]}
 
 
 def one_alignment(group, align, name, parallel, tune):
