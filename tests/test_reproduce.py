@@ -99,7 +99,7 @@ def test_every_committed_result_is_a_readme_run_with_its_settings():
     todo = reproduce.main(["--readme_runs", "--dry_run", "--out", str(ROOT / "runs/repro")])
     by_out = {str(out): cmd for out, cmd in todo}
     results = sorted((ROOT / "runs/repro").rglob("results.json"))
-    assert len(results) >= 126
+    assert len(results) >= 129
     for path in results:
         cmd = by_out.get(str(path.parent))
         assert cmd, f"{path}: no --readme_runs command writes here"
