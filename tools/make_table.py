@@ -186,6 +186,10 @@ def load(folders, data):
     for folder in [folders] if isinstance(folders, (str, Path)) else folders:
         for path in sorted(Path(folder).rglob("results.json")):
             res = read_results(path)
+            if (res.get("args") or {}).get("max_eval"):  # scored on a subset: no table number
+                raise SystemExit(f"error: {path}: a smoke run (--max_eval "
+                                 f"{res['args']['max_eval']}) scored on a subset of each dev and "
+                                 "test set; move it out of the folder to make a table")
             if res.get("data") == data and res.get("metrics"):  # (PPA's alignment stage has no metrics)
                 runs.setdefault(method_name(res), []).append({**res, "path": str(path)})
     rank = {m: i for i, m in enumerate(ORDER)}
