@@ -11,9 +11,9 @@
    encoder; on XNLI, EAR and RS-DA: plain fine-tuning), per target language and averaged over the
    targets; every seed a dot, the mean over seeds a diamond; intent accuracy and slot F1 side by
    side.
-2. cost (docs/figures/massive-cost.png): the mean over seeds of that target average (y) against the
-   training time relative to the baseline of the same seed (x, log scale; error bars: std over
-   seeds). Training time is the training loop's (a run's train_examples_seen divided by its
+2. cost (docs/figures/massive-cost.png): that target average of intent accuracy, mean over seeds
+   (y), against the training time relative to the baseline of the same seed (x, log scale; error
+   bars: std over seeds). Training time is the training loop's (a run's train_examples_seen divided by its
    train_examples_per_s: evaluation excluded); PPA adds its stage 1 alignment run's wall_s, Target
    the time of its one run per target language.
 3. curves FOLDER: the training losses and the dev metric of every language per epoch, from the
@@ -426,8 +426,8 @@ def draw_curves(folder, png=None):
     for a in axes[0]:
         epochs = sorted({e for pts in [*losses.values(), *dev.values()] for e, _ in pts})
         a.set_xticks(epochs)
-    a = res.get("args", {})
-    fig.suptitle(f"{res.get('method')} on {res.get('data')}, seed {a.get('seed')}: {path.parent}",
+    seed = res.get("args", {}).get("seed")
+    fig.suptitle(f"{res.get('method')} on {res.get('data')}, seed {seed}: {path.parent}",
                  fontsize=9, x=0.01, ha="left")
     fig.tight_layout()
     _save(fig, png)
