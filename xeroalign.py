@@ -144,7 +144,7 @@ def parse_args(argv=None):
                    "on half of the row-parallel dev pairs, dev and test on quarters of the rest")
     # --- method
     p.add_argument("--align", action=argparse.BooleanOptionalAction, default=True,
-                   help="add the XeroAlign loss; --no-align: the zero-shot baseline, all else equal")
+                   help="add the XeroAlign loss; --no-align: zero-shot baseline, all else equal")
     p.add_argument("--cls", choices=["pooler", "first"], default="pooler", help="sentence vector: "
                    "the pooler output (official code) or the first token's state (paper text) "
                    "(default: pooler)")

@@ -7,7 +7,8 @@ from conftest import ROOT
 
 SCRIPTS = ["xeroalign", "crossaligner", "contrastive", "translate_intent", "ear_push_pull", "sentence_mapping", "ppa_moco_tlm"]
 RUN_FLAGS = ["--data", "--lang", "--model", "--data_dir", "--train_lang", "--epochs", "--batch_size", "--lr",
-             "--max_len", "--seed", "--device", "--out_dir", "--max_steps", "--limit_train", "--select_on"]
+             "--max_len", "--seed", "--device", "--dtype", "--threads", "--out_dir", "--overwrite",
+             "--max_steps", "--limit_train", "--max_eval", "--select_on"]
 
 
 def test_every_method_file_is_listed():
