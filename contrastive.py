@@ -101,7 +101,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(
         description=__doc__.split("\n")[0], allow_abbrev=False,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=f"defaults per --data (the paper's aligned configs):\n{table}")
+        epilog=f"settings per --data (the paper's aligned configs):\n{table}")
     per_data = "(default: per --data, below)"
     # --- run (the same flags in every method file)
     p.add_argument("--data", choices=list(PAPER), default="demo", help="dataset (default: demo)")
