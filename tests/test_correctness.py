@@ -264,6 +264,7 @@ def test_dtype_auto_is_float32_on_cpu(tmp_path, capsys):
 def test_help_prints_each_default_once(script):
     import re
     out = run(f"{script}.py", "--help").stdout
+    out = next(part for part in out.split("\n\n") if part.startswith("options:"))  # not the epilog
     options = re.split(r"\n  (?=-)", out)
     assert "(default: None)" not in out
     assert [o.split()[0] for o in options if o.count("default") > 1] == []
