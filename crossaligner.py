@@ -40,7 +40,6 @@ Shapes: B batch, T subwords in the batch, L = --max_len, d hidden size, C intent
 """
 import argparse
 import contextlib
-import math
 import os
 import random
 import re
@@ -49,7 +48,6 @@ import time
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn as nn
 import torch.nn.functional as F
 
 import common
@@ -85,10 +83,9 @@ def positive(text):  # argparse type: a float > 0
 def parse_args(argv=None):
     table = "\n".join(f"  {k:8} " + "  ".join(f"{n} {v:g}" for n, v in d.items())
                       for k, d in PAPER.items())
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n")[0], allow_abbrev=False,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=f"per --data (the paper's aligned configs):\n{table}")
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False,
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=f"per --data (the paper's aligned configs):\n{table}")
     per_data = "(default: per --data, below)"
     # --- run (the same flags in every method file)
     p.add_argument("--data", choices=list(PAPER), default="demo", help="dataset (default: demo)")
@@ -110,7 +107,8 @@ def parse_args(argv=None):
     p.add_argument("--out_dir", help="where results.json goes (default: runs/crossaligner/<aux>/"
                    "<data>-<lang>-<train_lang>-<model>-s<seed>[-steps<N>][-n<limit_train>])")
     p.add_argument("--overwrite", action="store_true", help="replace a results.json made otherwise")
-    p.add_argument("--max_steps", type=at_least(0), default=0, help="stop after N (default: 0: no)")
+    p.add_argument("--max_steps", type=at_least(0), default=0, help="stop after N optimizer steps "
+                   "(default: 0, no cap)")
     p.add_argument("--limit_train", type=at_least(0), default=0, help="train on a fixed random "
                    "subset of N examples, the same for every seed and method (default: 0, all)")
     p.add_argument("--max_eval", type=at_least(0), default=0, help="evaluate on a fixed subset of "
@@ -119,8 +117,8 @@ def parse_args(argv=None):
                    "reported: the final one (as the code), best en or target dev (default: last)")
     p.add_argument("--log_every", type=at_least(1), default=50, help="log interval (default: 50)")
     # --- method
-    p.add_argument("--aux", nargs="*", choices=AUX, default=["ca"], help="auxiliary losses; "
-                   "none: the zero-shot baseline, all else equal (default: ca)")
+    p.add_argument("--aux", nargs="*", choices=AUX, default=["ca"], help="ca CrossAligner, xa "
+                   "XeroAlign, ctr contrastive, ti Translate-Intent; none: zero-shot (default: ca)")
     p.add_argument("--weighting", choices=["sum", "cov"], default="sum", help="weights of the aux "
                    "losses: 1 each (the paper's 1+1) or CoV (Eq. 2-3) (default: sum)")
     p.add_argument("--tagging", choices=["io", "bio"], default="io", help="slot tags trained: IO, "
@@ -207,8 +205,7 @@ class CoVWeighting:
         self.weights = np.ones(n)
 
     def update(self, losses, present=None):
-        """losses: the current auxiliary loss values (floats); present: which of them are real this
-        step (default all). Returns this step's weights."""
+        """losses: this step's loss values (floats); present: which are real (default all)."""
         L = np.asarray(losses, dtype=np.float64)
         on = np.ones(len(L), bool) if present is None else np.asarray(present, bool)
         first = on & (self.t == 0)
@@ -291,11 +288,11 @@ def main(argv=None):
     loader = common.make_loader(items, args.batch_size // world, tok.pad_token_id, True, args.seed,
                                 shard)
 
-    # model: encoder + intent (IC) and entity (EC) heads + the CrossAligner head (CA, section 3.1);
-    # Adam + OneCycleLR at PyTorch's defaults, gradients clipped at 1.0, as the code
+    # model: encoder, intent (IC), entity (EC) and CrossAligner (CA, section 3.1) heads; Adam +
+    # OneCycleLR at PyTorch's defaults, gradients clipped at 1.0, as the code
     S, L = len(labels.slots), args.max_len
     model = common.TaskModel(enc, len(labels.intents), S, args.cls).to(device)
-    model.ca_head = nn.Linear(L * S, S).to(device)  # reads L * S numbers (dev. 2)
+    model.ca_head = torch.nn.Linear(L * S, S).to(device)  # reads L * S numbers (dev. 2)
     opt = torch.optim.Adam(model.param_groups(args.lr, head_lr), lr=args.lr,
                            fused=device.type in ("cpu", "cuda"))  # one kernel, same result
     total = min(args.epochs * len(loader), args.max_steps or args.epochs * len(loader))
@@ -312,7 +309,7 @@ def main(argv=None):
     # each step: tgt_input_ids, tgt_attention_mask, has_tgt (B,) False where there is none.
     # net(ids, mask) returns (sentence vector "CLS" (N, d), intent logits (N, C), slot logits
     # (N, T, S), token states) for its N rows.
-    key = "exact_match"  # every --data has intents and slots
+    key = "exact_match"  # every --data here has intents and slots
     watch = ["en"] if args.select_on == "en" else [x for x in langs if x != "en"] or ["en"]
     history, best = [], None  # best: (dev score, epoch, weights on the CPU)
     step, seen, skipped, t_train, t_start = 0, 0, 0, 0.0, time.time()
@@ -355,12 +352,11 @@ def main(argv=None):
             if "ti" in args.aux and some:
                 aux["ti"] = translate_intent_loss(intent_logits[B:][has], intent[has])
             # ---- end Translate-Intent
-            # ---- CoV weighting (Eq. 2-3, dev. 1, 8): zeros of absent losses and non-finite
-            # values (dev. 10) are no samples
+            # ---- CoV weighting (Eq. 2-3; dev. 1, 8, 10: absent or non-finite values: no sample)
             values = list(aux.values())
             if cov is not None:
                 x = [v.item() for v in values]
-                weights = cov.update(x, [(some or a == "ca") and math.isfinite(v)
+                weights = cov.update(x, [(some or a == "ca") and np.isfinite(v)
                                          for a, v in zip(args.aux, x)])
             loss = loss_task + sum(float(w) * v for w, v in zip(weights, values))  # Eq. 2
             # ---- end CoV weighting
