@@ -182,4 +182,4 @@ def test_help_ends_with_the_per_data_table(capsys):
     out = capsys.readouterr().out
     assert "(default: per --data, below)" in out and "PAPER" not in out
     assert "mtod     lr 5e-06  epochs 5  max_len 50  batch_size 10" in out
-    assert "--dev_halves" not in out and "--amp" not in out
+    assert "--dev_halves" not in out and "--dtype" in out
