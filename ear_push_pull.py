@@ -1,9 +1,8 @@
 """EAR: Embedding-Push, Attention-Pull and Robust targets from English-only resources, on XLM-R.
 
-Paper: Ding, Liu, Fang, Mao, Zhao, Zhu, Liu, Tian & Chen (2022), "A Simple and Effective Method to
-       Improve Zero-Shot Cross-Lingual Transfer Learning" (EAR), COLING 2022. Baseline RS-DA:
-       Huang, Ahmad, Peng & Chang (2021), "Improving Zero-Shot Cross-Lingual Transfer Learning via
-       Robust Training", EMNLP 2021.
+Paper: Ding et al. (2022), "A Simple and Effective Method to Improve Zero-Shot Cross-Lingual
+       Transfer Learning" (EAR), COLING 2022. Baseline RS-DA: Huang et al. (2021), "Improving
+       Zero-Shot Cross-Lingual Transfer Learning via Robust Training", EMNLP 2021.
 Reference code: KB-Ding/EAR @ a9d0700, models/xlmr_ept_apt.py (the losses), utils/perturb_aug_ori.py
        (augmentation), scripts/*.sh; uclanlp/Robust-XLT @ 175cddb, perturb.py.
 
@@ -60,14 +59,8 @@ PAPER = {d: dict(lr=2e-5, epochs=1, max_len=128, batch_size=32) for d in common.
 PAPER["demo"] = dict(lr=2e-3, epochs=8, max_len=64, batch_size=16)
 
 
-class DefaultLayer(int):
-    """--ap_layer not given: 6 (the paper's; an int, saved as 6) until main sees the encoder."""
-
-
-def ap_layer(n_layers):
-    """The default APT layer (1-based) of an encoder with n_layers: the 6th (the paper's, of 12,
-    and the code's index 5, also of 24), or the middle one of a shallower encoder."""
-    return 6 if n_layers >= 12 else max(1, n_layers // 2)
+def ap_layer(n_layers):  # default APT layer: the 6th (paper; code, also of 24), or the middle one
+    return min(6, max(1, n_layers // 2))
 
 
 # ---------------------------------------------------------------------------- arguments
@@ -135,8 +128,8 @@ def parse_args(argv=None):
         "official EAR; RS-DA: 10 PAWS-X, 3 XNLI)")
     arg("--alpha", type=weight, default=1.0, help="EPT weight (default: 1, paper; code 0.1)")
     arg("--beta", type=weight, default=0.1, help="APT weight (default: 0.1, paper; code 1)")
-    arg("--ap_layer", type=at_least(1), default=DefaultLayer(6), help="1-based encoder layer for "
-        "APT (default: 6, as paper and code; an encoder with fewer than 12 layers: its middle one)")
+    arg("--ap_layer", type=at_least(1), help="1-based encoder layer for APT (default: 6, as paper "
+        "and code; an encoder with fewer than 12 layers: its middle one)")
     arg("--ep_layer", choices=["embeddings", "last"], default="embeddings", help="what EPT pools: "
         "the embedding layer's output (code) or the last layer's (default: embeddings)")
     arg("--cls", choices=["pooler", "first"], default="first", help="what the classifier reads: "
@@ -237,8 +230,7 @@ class AttentionProbs:
 
 def main(argv=None):
     args = parse_args(argv)
-    data_dir = args.data_dir or (str(common.DEMO_DIR) if args.data == "demo" else
-                                 f"data/{args.data}")
+    data_dir = args.data_dir or str(common.DEMO_DIR if args.data == "demo" else f"data/{args.data}")
     out_dir = args.out_dir or common.default_out_dir(args.mode, args)
     head_lr = args.head_lr or args.lr
     synonyms = args.neighbours or str(common.DEMO_DIR / "synonyms.json" if args.data == "demo" else
@@ -313,7 +305,7 @@ def main(argv=None):
     # embedding hook; AdamW, no weight decay, linear decay, no warm-up (the scripts'), clipping at 1
     model = common.TaskModel(enc, len(labels.intents), 0, args.cls).to(device)
     depth = enc.config.num_hidden_layers
-    apt_layer = ap_layer(depth) if isinstance(args.ap_layer, DefaultLayer) else args.ap_layer
+    apt_layer = args.ap_layer or ap_layer(depth)
     settings["apt_layer"] = apt_layer  # results.json records the layer used (ap_layer: as asked)
     probe, emb_out = None, {}  # EAR: layer apt_layer's attention maps; the embedding layer's output
     if args.mode == "ear":
@@ -404,9 +396,8 @@ def main(argv=None):
         if main_rank:  # every --lang dev set is scored, whichever --select_on watches
             dev = {x: common.evaluate(model, *evals[x]["dev"], labels, tok.pad_token_id, device,
                                       autocast) for x in evals}
-            history.append({"epoch": epoch, "train_ce_loss": (sums[0] / sums[3]).item(),
-                            "train_ept_loss": (sums[1] / sums[3]).item(),
-                            "train_apt_loss": (sums[2] / sums[3]).item(), "dev": dev})
+            history.append({"epoch": epoch, **{f"train_{k}_loss": (v / sums[3]).item() for k, v
+                                               in zip(("ce", "ept", "apt"), sums)}, "dev": dev})
             common.log_metrics(f"epoch {epoch} dev", dev)
             score = sum(dev[x]["accuracy"] for x in watch) / len(watch)
             if args.select_on != "last" and (best is None or score > best[0]):

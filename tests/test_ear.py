@@ -184,9 +184,8 @@ def test_max_eval_threads_and_help(tmp_path):
 def test_ap_layer_default_follows_the_encoder_depth():
     # the paper: the 6th of 12
     assert [ear.ap_layer(n) for n in (24, 12, 8, 6, 2, 1)] == [6, 6, 4, 3, 1, 1]
-    args = ear.parse_args(["--data", "xnli"])
-    # stored as 6, as before, until main sees the model
-    assert args.ap_layer == 6 and json.dumps(vars(args)["ap_layer"]) == "6"
+    # not given: None in the settings (as asked); main records the layer used as apt_layer
+    assert ear.parse_args(["--data", "xnli"]).ap_layer is None
     assert ear.parse_args(["--ap_layer", "3"]).ap_layer == 3
 
 
@@ -235,11 +234,11 @@ def test_docstring_cites_the_paper_by_its_title(script):
 
 
 def test_rerun_with_the_same_settings_is_not_refused(tmp_path):
-    """The APT layer used (1 on the tiny encoder) is recorded apart from --ap_layer as asked (6
-    until the encoder's depth is known), so an identical rerun is not taken for a run made with
-    other settings."""
+    """The APT layer used (1 on the tiny encoder) is recorded apart from --ap_layer as asked (None
+    when not given), so an identical rerun is not taken for a run made with other settings."""
     argv = ["--data", "demo", "--model", "tiny", "--device", "cpu", "--max_steps", "1", "--out_dir",
             str(tmp_path)]
     ear.main(argv)
     ear.main(argv)
-    assert json.loads((tmp_path / "results.json").read_text())["args"]["apt_layer"] == 1
+    args = json.loads((tmp_path / "results.json").read_text())["args"]
+    assert args["apt_layer"] == 1 and args["ap_layer"] is None
