@@ -21,7 +21,8 @@ Sibling of xeroalign.py: this file is xeroalign.py with the MSE of the sentence 
 the loss above (the fenced lines of the loop), the flags --temperature, --symmetric and --pooling
 added, and the aligned configs' defaults (batch 10 everywhere, so nine in-batch negatives).
 
-What the paper says, what the official code does, and what we do:
+What the paper says, what the official code does, and what we do (the deviations, cited
+in the code as "dev. N"):
   1. Pairs. Paper (Algorithm 2) and code: each English training example with its own translation;
      the other N-1 translations of the batch are its negatives. Ours: the same; the English vector
      comes from the task forward pass, English and translations in one batched forward pass.
@@ -106,7 +107,7 @@ def parse_args(argv=None):
     # --- run (the same flags in every method file)
     p.add_argument("--data", choices=list(PAPER), default="demo", help="dataset (default: demo)")
     p.add_argument("--lang", default="de", help="target language(s): th, de,es,fr or all "
-                   "(default: de)")
+                   "(every language of --data) (default: de)")
     p.add_argument("--model", default="xlm-roberta-large", help="HF hub name or local folder; tiny "
                    "builds a small random encoder and tokenizer on the data, offline "
                    "(default: xlm-roberta-large)")
@@ -175,6 +176,9 @@ def parse_args(argv=None):
 
 # ---------------------------------------------------------------------------- loss
 
+METHOD = "contrastive"  # the method's name in results.json and the default --out_dir
+
+
 def contrastive_loss(emb_src, emb_tgt, temperature=1.0, symmetric=False):
     """Contrastive alignment, InfoNCE with in-batch negatives (section 3.2, Eq. 1):
 
@@ -201,7 +205,7 @@ def mean_pool(h_tok, attention_mask):
 
 def main(argv=None):
     args = parse_args(argv)
-    method = "contrastive" if args.align else "zeroshot" if args.train_lang == "en" else "target"
+    method = METHOD if args.align else "zeroshot" if args.train_lang == "en" else "target"
     data_dir = args.data_dir or (str(common.DEMO_DIR) if args.data == "demo" else
                                  f"data/{args.data}")
     out_dir = args.out_dir or common.default_out_dir(method, args)
@@ -272,11 +276,15 @@ def main(argv=None):
         model, device_ids=[device] if device.type == "cuda" else None)  # averages the gradients
 
     # training, with dev evaluation after every epoch; --select_on keeps the best epoch's weights.
-    # A batch b holds B English examples padded to the longest: input_ids and attention_mask (B, T),
-    # intent (B,), slot_labels (B, T) with a word's tag on its first subword and -100 (ignored by
-    # the loss) on every other position; and, for alignment, one translation per example drawn at
-    # random from its --lang languages at every step: tgt_input_ids, tgt_attention_mask (B, T),
-    # has_tgt (B,) False where an example has no translation. token_type_ids: BERT sentence pairs.
+    # A batch b holds B English examples and their translations, all padded to the longest of
+    # them (T): input_ids and attention_mask (B, T), intent (B,), slot_labels (B, T) with a word's
+    # tag on its first subword and -100 (ignored by the loss) on every other position; and, for
+    # alignment, one translation per example, drawn at random (Python's `random`, seeded above)
+    # from its --lang languages at every step: tgt_input_ids, tgt_attention_mask (B, T), has_tgt
+    # (B,) False where an example has no translation (its row is all padding, left out of the
+    # alignment loss).
+    # Sentence pairs (pawsx, xnli): intent is the class label, no slot_labels, and a BERT-style
+    # tokenizer adds token_type_ids (segment 0/1, and tgt_token_type_ids).
     # net(ids, mask, types) returns (sentence vector "CLS" (N, d), intent logits (N, C),
     # slot logits (N, T, S) or None, token states (N, T, d)) for the N rows it is given.
     key = "exact_match" if args.data in common.INTENT_SLOT else "accuracy"
@@ -286,7 +294,7 @@ def main(argv=None):
     for epoch in range(1, args.epochs + 1):
         if ddp:
             loader.sampler.set_epoch(epoch)  # a new shuffle each epoch, the same on every process
-        t0, sums = time.time(), torch.zeros(3, device=device)  # task, align, steps: no GPU sync
+        t0, sums = time.time(), torch.zeros(3, device=device)  # task, align, steps: sums
         for b in loader:
             B = len(b["intent"])
             ids, mask, types = b["input_ids"], b["attention_mask"], b.get("token_type_ids")
@@ -300,7 +308,7 @@ def main(argv=None):
             types = None if types is None else types.to(device)
             with autocast:
                 cls, logits, slot_logits, h_tok = net(ids, mask, types)
-            # the task loss on the English rows only: CE(intent) + CE(slot tags), as the code
+            # the task loss, English rows only: CE(intent) + CE(slot tags), summed, as the code
             loss_task = common.task_loss(logits[:B], b["intent"],
                                          None if slot_logits is None else slot_logits[:B],
                                          b.get("slot_labels"))
@@ -325,7 +333,7 @@ def main(argv=None):
             scaler.step(opt)  # fp16: skipped when a gradient overflowed
             scaler.update()
             skipped += scaler.is_enabled() and scaler.get_scale() < scale  # the scale fell: skipped
-            sched.step()
+            sched.step()  # also after a skipped fp16 step: the schedule keeps its length
             step, seen = step + 1, seen + B * world
             sums += torch.stack([loss_task.detach(), loss_align.detach(),
                                  torch.ones((), device=device)])

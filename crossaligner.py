@@ -16,7 +16,8 @@ translate_intent.py -- added to the English task loss; --aux alone is the zero-s
 
     L = L_task(English) + sum_{a in --aux} w_a L_a,   w_a = 1 (--weighting sum) or CoV (Eq. 2-3)
 
-Where the paper and the official code disagree, and what we follow:
+Where the paper and the official code disagree, and what we follow (the deviations, cited in
+the code as "dev. N"):
   1. CoV weights (Eq. 3). Paper: std/mean of the loss ratios of steps <= t. Code: steps < t, eps
      1e-8 under the root (every weight is 1e-4 at step 2). Ours: the paper (`CoVWeighting`).
   2. CrossAligner input. Code: no attention mask, the head reads pad tokens' entity logits. Ours:
@@ -166,7 +167,7 @@ def crossaligner_loss(slot_logits, attention_mask, y_ca, head, max_len):
 
 def xeroalign_loss(cls_src, cls_tgt):
     """XeroAlign: L_xa = 1/(B d) sum_i || s_i - t_i ||^2, English and translation, (B, d) each."""
-    return F.mse_loss(cls_tgt.float(), cls_src.float())
+    return F.mse_loss(cls_src.float(), cls_tgt.float())  # fp32: autocast hands in bf16/fp16
 
 
 def contrastive_loss(emb_src, emb_tgt, temperature=1.0, symmetric=False):

@@ -24,7 +24,8 @@ Sibling of xeroalign.py: this file is xeroalign.py with the MSE of the sentence 
 the loss above (the fenced lines of the loop), the aligned configs' defaults, and no sentence-pair
 data (so no --dev_halves and no BERT segment ids).
 
-What the paper says, what the official code does, and what we do:
+What the paper says, what the official code does, and what we do (the deviations, cited
+in the code as "dev. N"):
   1. Pairs. Paper (Algorithm 3) and code: each English training example's own translation,
      labelled with its English intent. Ours: the same; English and translations go through the
      encoder in one batched forward pass.
@@ -108,7 +109,7 @@ def parse_args(argv=None):
     # --- run (the same flags in every method file)
     p.add_argument("--data", choices=list(PAPER), default="demo", help="dataset (default: demo)")
     p.add_argument("--lang", default="de", help="target language(s): th, de,es,fr or all "
-                   "(default: de)")
+                   "(every language of --data) (default: de)")
     p.add_argument("--model", default="xlm-roberta-large", help="HF hub name or local folder; tiny "
                    "builds a small random encoder and tokenizer on the data, offline "
                    "(default: xlm-roberta-large)")
@@ -168,6 +169,9 @@ def parse_args(argv=None):
 
 # ---------------------------------------------------------------------------- loss
 
+METHOD = "translate_intent"  # the method's name in results.json and default --out_dir
+
+
 def translate_intent_loss(intent_logits_tgt, intent_en):
     """Translate-Intent (section 3.3, Algorithm 3 lines 2-3):
 
@@ -182,8 +186,7 @@ def translate_intent_loss(intent_logits_tgt, intent_en):
 
 def main(argv=None):
     args = parse_args(argv)
-    method = "translate_intent" if args.align else \
-        "zeroshot" if args.train_lang == "en" else "target"
+    method = METHOD if args.align else "zeroshot" if args.train_lang == "en" else "target"
     data_dir = args.data_dir or (str(common.DEMO_DIR) if args.data == "demo" else
                                  f"data/{args.data}")
     out_dir = args.out_dir or common.default_out_dir(method, args)
@@ -254,11 +257,13 @@ def main(argv=None):
         model, device_ids=[device] if device.type == "cuda" else None)  # averages the gradients
 
     # training, with dev evaluation after every epoch; --select_on keeps the best epoch's weights.
-    # A batch b holds B English examples padded to the longest: input_ids and attention_mask (B, T),
-    # intent (B,), slot_labels (B, T) with a word's tag on its first subword and -100 (ignored by
-    # the loss) on every other position; and, for alignment, one translation per example drawn at
-    # random from its --lang languages at every step: tgt_input_ids, tgt_attention_mask (B, T),
-    # has_tgt (B,) False where an example has no translation.
+    # A batch b holds B English examples and their translations, all padded to the longest of
+    # them (T): input_ids and attention_mask (B, T), intent (B,), slot_labels (B, T) with a word's
+    # tag on its first subword and -100 (ignored by the loss) on every other position; and, for
+    # alignment, one translation per example, drawn at random (Python's `random`, seeded above)
+    # from its --lang languages at every step: tgt_input_ids, tgt_attention_mask (B, T), has_tgt
+    # (B,) False where an example has no translation (its row is all padding, left out of the
+    # alignment loss).
     # net(ids, mask) returns (sentence vector "CLS" (N, d), intent logits (N, C), slot logits
     # (N, T, S), token states (N, T, d)) for the N rows it is given.
     key = "exact_match"  # intent and slot data only: whole utterance right
@@ -268,7 +273,7 @@ def main(argv=None):
     for epoch in range(1, args.epochs + 1):
         if ddp:
             loader.sampler.set_epoch(epoch)  # a new shuffle each epoch, the same on every process
-        t0, sums = time.time(), torch.zeros(3, device=device)  # task, align, steps: no GPU sync
+        t0, sums = time.time(), torch.zeros(3, device=device)  # task, align, steps: sums
         for b in loader:
             B = len(b["intent"])
             ids, mask = b["input_ids"], b["attention_mask"]
@@ -280,7 +285,7 @@ def main(argv=None):
             ids, mask = ids.to(device), mask.to(device)
             with autocast:
                 _, logits, slot_logits, _ = net(ids, mask)
-            # the task loss on the English rows only: CE(intent) + CE(slot tags), as the code
+            # the task loss, English rows only: CE(intent) + CE(slot tags), summed, as the code
             loss_task = common.task_loss(logits[:B], b["intent"], slot_logits[:B], b["slot_labels"])
             # ---- Translate-Intent: the intent head on each translation, English label (dev. 2)
             loss_align = torch.zeros((), device=device)
@@ -301,7 +306,7 @@ def main(argv=None):
             scaler.step(opt)  # fp16: skipped when a gradient overflowed
             scaler.update()
             skipped += scaler.is_enabled() and scaler.get_scale() < scale  # the scale fell: skipped
-            sched.step()
+            sched.step()  # also after a skipped fp16 step: the schedule keeps its length
             step, seen = step + 1, seen + B * world
             sums += torch.stack([loss_task.detach(), loss_align.detach(),
                                  torch.ones((), device=device)])

@@ -17,9 +17,11 @@ of each English utterance towards the sentence vector of its machine translation
     L = L_task(English) + L_align,   L_align = 1/(B d) * sum_i || CLS_S(i) - CLS_T(i) ||^2
 
 Siblings: contrastive.py (InfoNCE instead of MSE) and translate_intent.py (the intent loss on the
-translation instead of an alignment loss) are this file with the fenced lines of the loop changed.
+translation instead of an alignment loss) are this file with the loss function, METHOD and the
+fenced lines of the loop changed: a fork changes the same three places.
 
-What the paper says, what the official code does, and what we do:
+What the paper says, what the official code does, and what we do (the deviations, cited
+in the code as "dev. N"):
   1. Pairs. Paper (Algorithm 1): each English training example is aligned with its own translation.
      Code: a separate random batch of translation pairs each step. Ours: the paper (as the later
      CrossAligner code does); the English sentence vector comes from the task forward pass, and
@@ -100,12 +102,13 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(
         description=__doc__.split("\n")[0], allow_abbrev=False,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=f"defaults per --data (the paper's; aligned mtod: 5 epochs):\n{table}")
+        epilog=f"defaults per --data (the paper's; massive, xnli: mtop's, pawsx's; demo: for "
+               f"--model tiny; aligned mtod: 5 epochs):\n{table}")
     per_data = "(default: per --data, below)"
     # --- run (the same flags in every method file)
     p.add_argument("--data", choices=list(PAPER), default="demo", help="dataset (default: demo)")
     p.add_argument("--lang", default="de", help="target language(s): th, de,es,fr or all "
-                   "(default: de)")
+                   "(every language of --data) (default: de)")
     p.add_argument("--model", default="xlm-roberta-large", help="HF hub name or local folder; tiny "
                    "builds a small random encoder and tokenizer on the data, offline "
                    "(default: xlm-roberta-large)")
@@ -144,7 +147,8 @@ def parse_args(argv=None):
                    "on half of the row-parallel dev pairs, dev and test on quarters of the rest")
     # --- method
     p.add_argument("--align", action=argparse.BooleanOptionalAction, default=True,
-                   help="add the XeroAlign loss; --no-align: zero-shot baseline, all else equal")
+                   help="add the XeroAlign loss (default: on); --no-align: the zero-shot "
+                   "baseline, all else equal")
     p.add_argument("--cls", choices=["pooler", "first"], default="pooler", help="sentence vector: "
                    "the pooler output (official code) or the first token's state (paper text) "
                    "(default: pooler)")
@@ -168,22 +172,26 @@ def parse_args(argv=None):
 
 # ---------------------------------------------------------------------------- loss
 
+METHOD = "xeroalign"  # the method's name in results.json and the default --out_dir
+
+
 def xeroalign_loss(cls_src, cls_tgt):
     """XeroAlign similarity loss (paper section 3, Algorithm 1 line 10, sim = MSE):
 
-        L_align = 1/(B d) * sum_i || CLS_S(i) - CLS_T(i) ||^2
+        L_align = 1/(B d) * sum_i || CLS_S(i) - CLS_T(i) ||^2   (B: the rows given, those with a
+                                                           translation)
 
     cls_src: (B, d) sentence vectors of the English utterances; cls_tgt: (B, d) those of their
     translations, row i translating row i. No stop-gradient: both sides are pulled together, as in
     the official code (MSELoss on two live tensors). Returns a scalar."""
-    return F.mse_loss(cls_tgt.float(), cls_src.float())
+    return F.mse_loss(cls_src.float(), cls_tgt.float())  # fp32: autocast hands in bf16/fp16
 
 
 # ---------------------------------------------------------------------------- main
 
 def main(argv=None):
     args = parse_args(argv)
-    method = "xeroalign" if args.align else "zeroshot" if args.train_lang == "en" else "target"
+    method = METHOD if args.align else "zeroshot" if args.train_lang == "en" else "target"
     data_dir = args.data_dir or (str(common.DEMO_DIR) if args.data == "demo" else
                                  f"data/{args.data}")
     out_dir = args.out_dir or common.default_out_dir(method, args)
@@ -254,11 +262,15 @@ def main(argv=None):
         model, device_ids=[device] if device.type == "cuda" else None)  # averages the gradients
 
     # training, with dev evaluation after every epoch; --select_on keeps the best epoch's weights.
-    # A batch b holds B English examples padded to the longest: input_ids and attention_mask (B, T),
-    # intent (B,), slot_labels (B, T) with a word's tag on its first subword and -100 (ignored by
-    # the loss) on every other position; and, for alignment, one translation per example drawn at
-    # random from its --lang languages at every step: tgt_input_ids, tgt_attention_mask (B, T),
-    # has_tgt (B,) False where an example has no translation. token_type_ids: BERT sentence pairs.
+    # A batch b holds B English examples and their translations, all padded to the longest of
+    # them (T): input_ids and attention_mask (B, T), intent (B,), slot_labels (B, T) with a word's
+    # tag on its first subword and -100 (ignored by the loss) on every other position; and, for
+    # alignment, one translation per example, drawn at random (Python's `random`, seeded above)
+    # from its --lang languages at every step: tgt_input_ids, tgt_attention_mask (B, T), has_tgt
+    # (B,) False where an example has no translation (its row is all padding, left out of the
+    # alignment loss).
+    # Sentence pairs (pawsx, xnli): intent is the class label, no slot_labels, and a BERT-style
+    # tokenizer adds token_type_ids (segment 0/1, and tgt_token_type_ids).
     # net(ids, mask, types) returns (sentence vector "CLS" (N, d), intent logits (N, C),
     # slot logits (N, T, S) or None, token states (N, T, d)) for the N rows it is given.
     key = "exact_match" if args.data in common.INTENT_SLOT else "accuracy"
@@ -268,7 +280,7 @@ def main(argv=None):
     for epoch in range(1, args.epochs + 1):
         if ddp:
             loader.sampler.set_epoch(epoch)  # a new shuffle each epoch, the same on every process
-        t0, sums = time.time(), torch.zeros(3, device=device)  # task, align, steps: no GPU sync
+        t0, sums = time.time(), torch.zeros(3, device=device)  # task, align, steps: sums
         for b in loader:
             B = len(b["intent"])
             ids, mask, types = b["input_ids"], b["attention_mask"], b.get("token_type_ids")
@@ -282,7 +294,7 @@ def main(argv=None):
             types = None if types is None else types.to(device)
             with autocast:
                 cls, logits, slot_logits, _ = net(ids, mask, types)
-            # the task loss on the English rows only: CE(intent) + CE(slot tags), as the code
+            # the task loss, English rows only: CE(intent) + CE(slot tags), summed, as the code
             loss_task = common.task_loss(logits[:B], b["intent"],
                                          None if slot_logits is None else slot_logits[:B],
                                          b.get("slot_labels"))
@@ -305,7 +317,7 @@ def main(argv=None):
             scaler.step(opt)  # fp16: skipped when a gradient overflowed
             scaler.update()
             skipped += scaler.is_enabled() and scaler.get_scale() < scale  # the scale fell: skipped
-            sched.step()
+            sched.step()  # also after a skipped fp16 step: the schedule keeps its length
             step, seen = step + 1, seen + B * world
             sums += torch.stack([loss_task.detach(), loss_align.detach(),
                                  torch.ones((), device=device)])
