@@ -236,7 +236,7 @@ def main(argv=None):
     synonyms = args.neighbours or str(common.DEMO_DIR / "synonyms.json" if args.data == "demo" else
                                       "data/synonyms/counterfitted_neighbors.json")  # demo: shipped
     settings = {**vars(args), "data_dir": data_dir, "out_dir": out_dir, "head_lr": head_lr,
-                "neighbours": synonyms}  # as used (ap_layer: once the encoder's depth is known)
+                "neighbours": synonyms}  # as used; apt_layer once the encoder's depth is known
 
     # setup: one process per GPU under torchrun (WORLD_SIZE set), else one process
     world = int(os.environ.get("WORLD_SIZE", "1"))
