@@ -19,7 +19,8 @@ of x and x^a are pushed apart (EPT) and their attention maps pulled together (AP
 (zero-shot); --alpha 0 / --beta 0: the paper's ablations. Tasks: PAWS-X and XNLI (each sentence
 augmented on its own) and, an extension, intent classification on the intent/slot datasets.
 
-Where the paper and the official code disagree, and what we follow:
+Where the paper and the official code disagree, and what we follow (the deviations, cited in the
+code as "dev. N"):
   1. Weights. Paper (section 3.1, tuned in Appendix B): alpha = 1 (EPT), beta = 0.1 (APT); official
      scripts: alpha = 0.1, beta = 1. We default to the paper (--alpha 0.1 --beta 1: the scripts').
   2. Epochs. Paper: one epoch. Official PAWS-X scripts: 30. We default to the paper.
@@ -90,7 +91,8 @@ def parse_args(argv=None):
     arg = p.add_argument
     # --- run (the same flags in every method file)
     arg("--data", choices=list(PAPER), default="demo", help="dataset (default: demo)")
-    arg("--lang", default="de", help="target language(s): th, de,es,fr or all (default: de)")
+    arg("--lang", default="de", help="target language(s): th, de,es,fr or all (every language of "
+        "--data) (default: de)")
     arg("--model", default="xlm-roberta-large", help="HF hub name or local folder; tiny builds a "
         "small random encoder and tokenizer on the data, offline (default: xlm-roberta-large)")
     arg("--data_dir", help="dataset folder in its official layout (default: data/<data>)")
@@ -325,13 +327,15 @@ def main(argv=None):
         model, device_ids=[device] if device.type == "cuda" else None)  # averages the gradients
 
     # training, with dev evaluation after every epoch; --select_on keeps the best epoch's weights
-    # (dev. 3). A batch b holds B augmented copies x^a (plain: the originals) padded to the longest:
-    # input_ids, attention_mask (B, T); intent (B,) the class (the pair's label on PAWS-X/XNLI);
-    # intent data also brings slot_labels (B, T), -100 on non-first subwords, unused here. EAR: each
-    # copy's original x rides in the translation slot, the one "translation" the per-step draw can
-    # pick: tgt_input_ids, tgt_attention_mask (B, T), has_tgt (B,) all True. token_type_ids: BERT
-    # pairs. net(ids, mask, types) returns (sentence vector (N, d), class logits (N, C), None,
-    # last-layer token states (N, T, d)) for the N rows it is given.
+    # (dev. 3). A batch b holds B augmented copies x^a (plain: the originals) and, for EAR, their
+    # originals x, all padded to the longest of them (T): input_ids, attention_mask (B, T); intent
+    # (B,) the class (the pair's label on PAWS-X/XNLI); intent data also brings slot_labels (B, T),
+    # -100 on non-first subwords, unused here. EAR: x rides in the translation slot as the only
+    # "translation", so the per-step draw (Python's seeded `random`) always picks it:
+    # tgt_input_ids, tgt_attention_mask (B, T), has_tgt (B,) all True. A BERT-style tokenizer adds
+    # token_type_ids (segments 0/1 of a pair) and tgt_token_type_ids. net(ids, mask, types) returns
+    # (sentence vector (N, d), class logits (N, C), None, last-layer token states (N, T, d)) for
+    # the N rows it is given.
     watch = ["en"] if args.select_on == "en" else [x for x in langs if x != "en"] or ["en"]
     history, best = [], None  # best: (dev accuracy, epoch, weights on the CPU)
     step, seen, skipped, t_train, t_start = 0, 0, 0, 0.0, time.time()
@@ -378,7 +382,7 @@ def main(argv=None):
             scaler.step(opt)  # fp16: skipped when a gradient overflowed
             scaler.update()
             skipped += scaler.is_enabled() and scaler.get_scale() < scale  # the scale fell: skipped
-            sched.step()
+            sched.step()  # also after a skipped fp16 step: the schedule keeps its length
             step, seen = step + 1, seen + B * world
             sums += torch.stack([ce, ept, apt, torch.ones((), device=device)]).detach()
             if step % args.log_every == 0 or step == total:
