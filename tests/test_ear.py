@@ -227,10 +227,17 @@ TITLES = {
 }
 
 
+PAPER_TEXT = {"ear_push_pull.py": "ear_ding2022.txt"}  # stored paper texts that open with the title
+
+
 @pytest.mark.parametrize("script", sorted(TITLES))
 def test_docstring_cites_the_paper_by_its_title(script):
     doc = ast.get_docstring(ast.parse((ROOT / script).read_text(encoding="utf-8")))
     assert f'"{TITLES[script]}"' in " ".join(doc.split())
+    text = ROOT.parent / "shared" / "papers" / PAPER_TEXT.get(script, "-")  # where it is at hand
+    if text.is_file():  # the title is the one on the paper's first page
+        with open(text, encoding="utf-8") as f:
+            assert " ".join(f.readline().lstrip("# ").split()) == TITLES[script]
 
 
 def test_rerun_with_the_same_settings_is_not_refused(tmp_path):
