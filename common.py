@@ -274,28 +274,53 @@ def parse_annot_utt(annot, where):
     return words, tags
 
 
+MASSIVE_PARTITIONS = ("train", "dev", "test")
+
+
 def read_massive(path, split):
-    """MASSIVE 1.0 jsonl (one locale per file, `partition` train/dev/test)."""
-    out = []
+    """MASSIVE 1.0 jsonl (one locale per file, `partition` train/dev/test). A row of another locale
+    than the file's name, an unknown partition or an id repeated in a partition is an error; rows
+    with an empty utterance (nothing to tag) are skipped and counted in DATA_NOTES."""
+    out, seen, empty, stem = [], {}, [], Path(path).stem
     for n, line in _lines(path):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
+            loc = row.get("locale", stem)
+            if loc != stem and not ("-" not in stem and str(loc).startswith(stem + "-")):
+                raise DataError(f"{path}:{n}: locale {loc!r}, but the file is {stem}: each file "
+                                "holds one locale")
+            if row["partition"] not in MASSIVE_PARTITIONS:
+                raise DataError(f"{path}:{n}: partition {row['partition']!r} is not one of "
+                                f"{', '.join(MASSIVE_PARTITIONS)}")
+            uid, key = str(row["id"]), (row["partition"], str(row["id"]))
+            if key in seen:
+                raise DataError(f"{path}:{n}: id {uid!r} repeats the id of line {seen[key]} in "
+                                f"partition {row['partition']} (ids pair translations across "
+                                "locales: each must be unique)")
+            seen[key] = n
             if row["partition"] != split:
                 continue
             words, tags = parse_annot_utt(row["annot_utt"], f"{path}:{n}")
-            out.append(Example(str(row["id"]), words, row["intent"], tags))
-        except (ValueError, KeyError, TypeError) as e:
+            if not words:
+                empty.append(n)
+                continue
+            out.append(Example(uid, words, row["intent"], tags))
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
             if isinstance(e, DataError):
                 raise
             raise DataError(f"{path}:{n}: not a MASSIVE record ({type(e).__name__}: {e})") from None
+    if empty:
+        DATA_NOTES.append(f"{path}: skipped {len(empty)} rows with an empty utterance (lines "
+                          f"{', '.join(map(str, empty[:10]))}{' ...' if len(empty) > 10 else ''})")
     return out
 
 
 def read_pairs(path, a_col, b_col, label_col, header, data, lang=None, lang_col=None):
-    """Any tab-separated sentence-pair file; columns by index, or by name when `header`."""
-    out, names = [], None
+    """Any tab-separated sentence-pair file; columns by index, or by name when `header`. Pairs with
+    an empty sentence are kept (the label still applies) and counted in DATA_NOTES."""
+    out, names, empty = [], None, []
     for n, line in _lines(path):
         if not line.strip():
             continue
@@ -319,7 +344,13 @@ def read_pairs(path, a_col, b_col, label_col, header, data, lang=None, lang_col=
         if label not in PAIR_LABELS[data]:
             raise DataError(f"{path}:{n}: label {label!r} is not one of {PAIR_LABELS[data]}")
         uid = cols[0] if header and "id" in names else LineId(f"{Path(path).name}:{n}")
+        if not cols[a_col].strip() or not cols[b_col].strip():
+            empty.append(n)
         out.append(Pair(uid, cols[a_col], cols[b_col], label))
+    if empty:
+        more = " ..." if len(empty) > 10 else ""
+        DATA_NOTES.append(f"{path}: {len(empty)} pairs with an empty sentence (lines "
+                          f"{', '.join(map(str, empty[:10]))}{more}), kept")
     return out
 
 

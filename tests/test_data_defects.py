@@ -121,9 +121,11 @@ def test_matis_header_only_file_is_an_error(tmp_path):
         common.load_split("matis", tmp_path, "de", "test")
 
 
-def test_massive_partition_typo_is_an_error_naming_the_partitions_found(tmp_path):
-    f = write(tmp_path / "data/de-DE.jsonl", massive_row("1", "a", "x") + "\n" + massive_row("2", "a", "y", "tset") + "\n")
-    with pytest.raises(common.DataError, match=rf"^{f}: no examples with partition 'test' \(partitions found: train, tset\)"):
+def test_massive_missing_partition_is_an_error_naming_the_partitions_found(tmp_path):
+    f = write(tmp_path / "data/de-DE.jsonl", massive_row("1", "a", "x", locale="de-DE") + "\n"
+              + massive_row("2", "a", "y", "dev", "de-DE") + "\n")
+    with pytest.raises(common.DataError, match=rf"^{f}: no examples with partition 'test' "
+                                               r"\(partitions found: dev, train\)"):
         common.load_split("massive", tmp_path, "de", "test")
 
 
@@ -324,3 +326,43 @@ def test_eval_labels_never_seen_in_training_are_counted():
 def test_stsb_multi_mt_trailing_blank_line_is_skipped(tmp_path):
     f = write(tmp_path / "stsb-de-test.csv", "eins,zwei,2.5\n\n")
     assert len(common.read_sts(f)) == 1
+
+
+# ------------------------------------------------------------ 8. rows that disagree with their file
+
+
+def _massive(tmp_path, locale, rows):
+    return write(tmp_path / "data" / f"{locale}.jsonl", "".join(r + "\n" for r in rows))
+
+
+def test_massive_row_locale_must_match_the_file(tmp_path):
+    f = _massive(tmp_path, "de-DE", [massive_row("1", "a", "x", locale="de-DE"),
+                                     massive_row("2", "a", "y", locale="fr-FR")])
+    with pytest.raises(common.DataError, match=rf"^{f}:2: locale 'fr-FR', but the file is de-DE"):
+        common.load_split("massive", tmp_path, "de", "train")
+
+
+def test_massive_duplicate_id_names_both_lines(tmp_path):
+    rows = [massive_row(i, "a", w, locale="de-DE") for i, w in (("1", "x"), ("2", "y"), ("1", "z"))]
+    f = _massive(tmp_path, "de-DE", rows)
+    with pytest.raises(common.DataError, match=rf"^{f}:3: id '1' repeats the id of line 1"):
+        common.load_split("massive", tmp_path, "de", "train")
+
+
+def test_massive_unknown_partition_names_the_allowed_ones(tmp_path):
+    f = _massive(tmp_path, "en-US", [massive_row("1", "a", "x"),
+                                     massive_row("2", "a", "y", "Train")])
+    with pytest.raises(common.DataError, match=rf"^{f}:2: partition 'Train' is not one of train, "
+                                               r"dev, test"):
+        common.load_split("massive", tmp_path, "en", "train")
+
+
+def test_empty_utterances_are_counted(tmp_path):
+    rows = [massive_row(i, "a", w) for i, w in (("1", "x"), ("2", "  "), ("3", "z"))]
+    f = _massive(tmp_path, "en-US", rows)
+    assert [e.id for e in common.load_split("massive", tmp_path, "en", "train")] == ["1", "3"]
+    assert common.DATA_NOTES == [f"{f}: skipped 1 rows with an empty utterance (lines 2)"]
+    common.DATA_NOTES.clear()
+    f = write(tmp_path / "dev-de.tsv", "a\tb\t1\n\tb\t0\nc\t \t1\n")
+    assert len(common.read_pairs(f, 0, 1, 2, False, "pawsx")) == 3
+    assert common.DATA_NOTES == [f"{f}: 2 pairs with an empty sentence (lines 2, 3), kept"]
