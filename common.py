@@ -205,7 +205,8 @@ def read_mtop(path):
 def read_mtod(path):
     """MTOD CoNLL-U: `# text/intent/slots` comments, then idx, token, intent, BIO slot rows
     (`NoLabel` = O); a blank line ends an utterance. A comment after token rows or a second
-    `# text:`/`# intent:` before them (a missing blank line would merge two utterances) and comment
+    `# text:`/`# intent:` before them, token numbering that restarts at 1, or a token intent that
+    differs from the utterance's (a missing blank line would merge two utterances) and comment
     lines without token rows are errors."""
     out, words, tags, intent, start, heads = [], [], [], None, None, set()
     for n, line in list(_lines(path)) + [(None, "")]:
@@ -222,6 +223,12 @@ def read_mtod(path):
             cols = line.split("\t")
             if len(cols) != 4:
                 raise DataError(f"{path}:{n}: expected 4 tab-separated columns, found {len(cols)}")
+            if words and cols[0] == "1":
+                raise DataError(f"{path}:{n}: token number 1 inside the utterance that begins at "
+                                f"line {start}: a blank line must end each utterance")
+            if intent and cols[2] != intent:
+                raise DataError(f"{path}:{n}: intent {cols[2]!r} differs from {intent!r} of the "
+                                f"utterance that begins at line {start} (a missing blank line?)")
             words.append(cols[1])
             tags.append("O" if cols[3] == "NoLabel" else cols[3])
             intent = intent or cols[2]

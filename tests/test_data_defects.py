@@ -357,6 +357,31 @@ def test_massive_unknown_partition_names_the_allowed_ones(tmp_path):
         common.load_split("massive", tmp_path, "en", "train")
 
 
+def test_mtod_merged_utterance_without_blank_line_or_comments(tmp_path):
+    first = "# text: hi\n# intent: a/b\n# slots: \n1\thi\ta/b\tNoLabel\n2\tthere\ta/b\tNoLabel\n"
+    f = write(tmp_path / "train-en.conllu", first + "1\tbye\ta/b\tNoLabel\n\n")  # restarts at 1
+    with pytest.raises(common.DataError, match=rf"^{f}:6: token number 1 inside the utterance that "
+                                               r"begins at line 1"):
+        common.read_mtod(f)
+    f = write(tmp_path / "train-en.conllu", first + "3\tbye\tc/d\tNoLabel\n\n")  # another intent
+    with pytest.raises(common.DataError, match=rf"^{f}:6: intent 'c/d' differs from 'a/b' of the "
+                                               r"utterance that begins at line 1"):
+        common.read_mtod(f)
+
+
+def test_mtod_merge_in_english_train_names_the_english_file(tmp_path):
+    for f in (FIX / "mtod").rglob("*.conllu"):
+        write(tmp_path / f.relative_to(FIX / "mtod"), f.read_text(encoding="utf-8"))
+    en = tmp_path / "en/train-en.conllu"
+    blocks = en.read_text(encoding="utf-8").strip().split("\n\n")
+    second = "\n".join(line for line in blocks[1].splitlines() if not line.startswith("#"))
+    en.write_text(blocks[0] + "\n" + second + "\n\n" + "\n\n".join(blocks[2:]) + "\n\n",
+                  encoding="utf-8")
+    write(tmp_path / "translate-train/de.txt", "eins\nzwei\ndrei\n")
+    with pytest.raises(common.DataError, match=rf"^{en}:\d+: token number 1 inside the utterance"):
+        common.load_data(run_args("mtod", tmp_path), ["de"], align=True)
+
+
 def test_empty_utterances_are_counted(tmp_path):
     rows = [massive_row(i, "a", w) for i, w in (("1", "x"), ("2", "  "), ("3", "z"))]
     f = _massive(tmp_path, "en-US", rows)
