@@ -674,7 +674,11 @@ def load_sts(data_dir, lang, split, data="sts"):
             raise DataError(f"{root}: expected one STS.input.{track}.*.txt and one STS.gs.{track}.*.txt, "
                             f"found {len(inputs)} and {len(golds)}. Layout: {STS_LAYOUT}")
         return read_semeval_sts(inputs[0], golds[0])
-    return read_sts(sts_file(data_dir, lang, split))
+    f = sts_file(data_dir, lang, split)
+    out = read_sts(f)
+    if not out:
+        raise DataError(f"{f}: no sentence pairs (the file is empty or holds only a header)")
+    return out
 
 
 def check_parallel(src, tgt):
@@ -698,7 +702,7 @@ def read_parallel(paths):
         if len(a) != len(b):
             raise DataError(f"{paths[1]}: {len(b)} lines, but {paths[0]} has {len(a)}; they must be line-aligned")
         pairs = list(zip(a, b))
-        where = [f"{paths[0]}:{n}" for n in range(1, len(a) + 1)]
+        where = [(f"{paths[0]}:{n}", f"{paths[1]}:{n}") for n in range(1, len(a) + 1)]
     else:
         pairs, where = [], []
         for n, line in _lines(_need_file(paths[0])):
@@ -706,10 +710,10 @@ def read_parallel(paths):
             if len(cols) != 2:
                 raise DataError(f"{paths[0]}:{n}: expected source<TAB>target, found {len(cols)} columns")
             pairs.append(tuple(cols))
-            where.append(f"{paths[0]}:{n}")
+            where.append((f"{paths[0]}:{n}",) * 2)
     for (x, y), w in zip(pairs, where):
         if not x.strip() or not y.strip():
-            raise DataError(f"{w}: empty sentence in a parallel pair")
+            raise DataError(f"{w[0] if not x.strip() else w[1]}: empty sentence in a parallel pair")
     return pairs
 
 

@@ -391,3 +391,19 @@ def test_empty_utterances_are_counted(tmp_path):
     f = write(tmp_path / "dev-de.tsv", "a\tb\t1\n\tb\t0\nc\t \t1\n")
     assert len(common.read_pairs(f, 0, 1, 2, False, "pawsx")) == 3
     assert common.DATA_NOTES == [f"{f}: 2 pairs with an empty sentence (lines 2, 3), kept"]
+
+
+def test_empty_sts_target_file_is_named(tmp_path):
+    write(tmp_path / "stsbenchmark/sts-test.csv", "g\tf\t2012\t1\t2.5\tone\ttwo\n")
+    f = write(tmp_path / "stsb-multi-mt/stsb-de-test.csv", "")
+    with pytest.raises(common.DataError, match=rf"^{f}: no sentence pairs"):
+        common.load_sts(tmp_path, "de", "test")
+
+
+def test_parallel_empty_line_in_the_second_file_names_it(tmp_path):
+    a, b = write(tmp_path / "p.en", "one\ntwo\n"), write(tmp_path / "p.de", "eins\n \n")
+    with pytest.raises(common.DataError, match=rf"^{b}:2: empty sentence"):
+        common.read_parallel([a, b])
+    a, b = write(tmp_path / "p.en", "one\n\n"), write(tmp_path / "p.de", "eins\nzwei\n")
+    with pytest.raises(common.DataError, match=rf"^{a}:2: empty sentence"):
+        common.read_parallel([a, b])
