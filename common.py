@@ -241,16 +241,22 @@ def read_mtod(path):
     return out
 
 
-def read_matis(path):
-    """MultiATIS++ tsv with header `id utterance slot_labels intent`. Rows whose token and label
-    counts differ (as released, e.g. FR train 75) are skipped and reported in DATA_NOTES."""
-    out, bad = [], []
+def _matis_rows(path):
+    """(line number, 4 columns) of each data row of a MultiATIS++ tsv (no header, no blank line)."""
     for n, line in _lines(path):
         if n == 1 and line.startswith("id\t") or not line.strip():
             continue
         cols = line.split("\t")
         if len(cols) != 4:
             raise DataError(f"{path}:{n}: expected 4 tab-separated columns, found {len(cols)}")
+        yield n, cols
+
+
+def read_matis(path):
+    """MultiATIS++ tsv with header `id utterance slot_labels intent`. Rows whose token and label
+    counts differ (as released, e.g. FR train 75) are skipped and reported in DATA_NOTES."""
+    out, bad = [], []
+    for n, cols in _matis_rows(path):
         words, tags = cols[1].split(), cols[2].split()  # split(): double spaces make no empty token
         if len(words) != len(tags):
             bad.append(n)
@@ -501,14 +507,18 @@ def load_translations(data, data_dir, lang, english, train_lang="en"):
     as in the papers); blank lines there are missing translations (counted in DATA_NOTES). Otherwise
     parallel datasets are paired by id (never by LineIds, made up from line numbers); for intent/slot
     data the share of pairs whose intents agree is noted, and an implausibly low one is an error."""
+    _check_target(lang, train_lang)
     d = Path(data_dir)
     mt = d / "translate-train" / f"{lang}.{'tsv' if data in PAIR_TASKS else 'txt'}"
     if mt.is_file() or data == "mtod":
-        lines = [line for _, line in _lines(_need(mt, data))]
+        rows = list(_lines(_need_translations(mt, data, d)))
+        if data == "matis" and train_lang == "en" and len(rows) != len(english):
+            rows = _drop_skipped(mt, rows, _train_file(data, d))
+        lines = [line for _, line in rows]
         if len(lines) != len(english):
             raise DataError(f"{mt}: {len(lines)} lines, but the English train set has {len(english)} "
                             f"examples; the file must be line-aligned with it ({_train_file(data, d)})")
-        blank = [n for n, line in enumerate(lines, 1) if not line.strip()]
+        blank = [n for n, line in rows if not line.strip()]
         if blank:
             DATA_NOTES.append(f"{mt}: {len(blank)} blank lines (missing translations; lines "
                               f"{', '.join(map(str, blank[:10]))}{' ...' if len(blank) > 10 else ''})")
@@ -541,6 +551,36 @@ def load_translations(data, data_dir, lang, english, train_lang="en"):
         DATA_NOTES.append(f"{data}/{lang}: paired {len(pairs)} of {len(english)} English training examples by id "
                           f"with {tgt}; the intent agrees on {share:.1%} of the pairs")
     return [None if t is None else (t.a, t.b) if data in PAIR_TASKS else " ".join(t.words) for t in out]
+
+
+def _check_target(lang, train_lang):
+    """Alignment pairs training examples with their translations: the target is another language."""
+    if lang.split("-")[0].lower() == train_lang.split("-")[0].lower():
+        raise DataError(f"--lang {lang}: alignment needs a target language other than the training "
+                        f"language ({train_lang}); name another language, or run without alignment")
+
+
+def _need_translations(mt, data, d):
+    """A translate-train file is this project's convention, not in a release: say what it is."""
+    if not mt.is_file():
+        raise DataError(f"{mt}: file not found: alignment reads line-aligned translations of the "
+                        f"English train set ({_train_file(data, d)}) from it, one per line (not "
+                        f"part of the {data} release: make it with a translation system)")
+    return mt
+
+
+def _drop_skipped(mt, rows, train):
+    """The lines of a translate-train file without those of the English rows that read_matis
+    skipped (token and label counts differ): line i translates data row i of `train`."""
+    kept = [len(cols[1].split()) == len(cols[2].split()) for _, cols in _matis_rows(train)]
+    if len(rows) != len(kept) or all(kept):
+        return rows
+    where = [(r[0], n) for r, (n, _), k in zip(rows, _matis_rows(train), kept) if not k]
+    pairs = ", ".join(f"line {a} = line {b} of {train}" for a, b in where[:10])
+    DATA_NOTES.append(f"{mt}: {len(where)} lines dropped, translations of English rows skipped "
+                      f"above ({pairs}"
+                      f"{' ...' if len(where) > 10 else ''})")
+    return [r for r, k in zip(rows, kept) if k]
 
 
 def _train_file(data, d):
@@ -1060,6 +1100,8 @@ def load_data(args, langs, align):
     {lang: {split: examples}} for English and each target language)."""
     DATA_NOTES.clear()  # notes belong to one run
     CUT.clear()
+    for lang in langs if align else ():
+        _check_target(lang, args.train_lang)
     if getattr(args, "dev_halves", False):
         return dev_halves(args, langs, align)
     full = load_split(args.data, args.data_dir, args.train_lang, "train")

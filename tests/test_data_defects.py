@@ -382,6 +382,19 @@ def test_mtod_merge_in_english_train_names_the_english_file(tmp_path):
         common.load_data(run_args("mtod", tmp_path), ["de"], align=True)
 
 
+def test_matis_english_row_skipped_keeps_the_translations_aligned(tmp_path):
+    en = write(tmp_path / "train_EN.tsv",
+               MATIS_HEADER + "1\tone a\tO O\tx\n2\ttwo b\tO\ty\n3\tthree c\tO O\tz\n")
+    for split in ("dev", "test"):
+        write(tmp_path / f"{split}_EN.tsv", MATIS_HEADER + "1\tone\tO\tx\n")
+    english = common.load_split("matis", tmp_path, "en", "train")
+    mt = write(tmp_path / "translate-train/de.txt", "eins\nzwei\ndrei\n")
+    assert common.load_translations("matis", tmp_path, "de", english) == ["eins", "drei"]
+    assert any(n.startswith(f"{en}: skipped 1 rows") for n in common.DATA_NOTES), common.DATA_NOTES
+    assert any(n.startswith(f"{mt}: 1 lines") and "line 3 of" in n
+               for n in common.DATA_NOTES), common.DATA_NOTES
+
+
 def test_empty_utterances_are_counted(tmp_path):
     rows = [massive_row(i, "a", w) for i, w in (("1", "x"), ("2", "  "), ("3", "z"))]
     f = _massive(tmp_path, "en-US", rows)
@@ -407,3 +420,26 @@ def test_parallel_empty_line_in_the_second_file_names_it(tmp_path):
     a, b = write(tmp_path / "p.en", "one\n\n"), write(tmp_path / "p.de", "eins\nzwei\n")
     with pytest.raises(common.DataError, match=rf"^{a}:2: empty sentence"):
         common.read_parallel([a, b])
+
+
+# ------------------------------------------------------------- 9. alignment targets, hints
+
+
+def test_align_with_the_training_language_as_target_is_refused():
+    for lang in ("en", "de,en"):
+        with pytest.raises(common.DataError, match=r"--lang .*en.*alignment needs a target "
+                                                   r"language other than"):
+            common.load_task("massive", FIX / "massive", lang, align=True)
+    assert common.load_task("massive", FIX / "massive", "en", align=False)[0] == ["en"]
+    en = common.load_split("mtod", FIX / "mtod", "en", "train")
+    with pytest.raises(common.DataError, match=r"alignment needs a target language other than"):
+        common.load_translations("mtod", FIX / "mtod", "en", en)
+
+
+def test_missing_translate_train_file_names_no_download(tmp_path):
+    for f in (FIX / "mtod/en").iterdir():
+        write(tmp_path / "en" / f.name, f.read_text(encoding="utf-8"))
+    en = common.load_split("mtod", tmp_path, "en", "train")
+    with pytest.raises(common.DataError, match=r"translate-train/es.txt: file not found") as e:
+        common.load_translations("mtod", tmp_path, "es", en)
+    assert "download.py" not in str(e.value) and "line-aligned" in str(e.value)
