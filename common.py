@@ -159,7 +159,7 @@ def read_mtop(path):
         if not line.strip():
             continue
         cols = line.split("\t")
-        if len(cols) == 7:  # copies made before the id column was added
+        if len(cols) == 7 and not cols[0].isdigit():  # copies made before the id column was added
             cols = [LineId(f"{Path(path).name}:{n}")] + cols
         if len(cols) != 8:
             raise DataError(f"{path}:{n}: expected 8 tab-separated columns (7 without the id), found {len(cols)}")
@@ -348,7 +348,7 @@ def read_pairs(path, a_col, b_col, label_col, header, data, lang=None, lang_col=
             continue
         if len(cols) <= max(a_col, b_col, label_col):
             hint = " (XTREME's test files hide their labels: use the official release's layout)" \
-                if len(cols) == 2 and not header else ""
+                if len(cols) == 2 and not header and Path(path).name.startswith("test-") else ""
             raise DataError(f"{path}:{n}: expected at least {max(a_col, b_col, label_col) + 1} "
                             f"tab-separated columns, found {len(cols)}{hint}")
         if lang_col is not None and cols[lang_col] != lang:
@@ -488,16 +488,39 @@ def resolve_langs(spec, data, data_dir):
         langs = [x.strip() for x in spec.split(",")]
         if not all(langs):
             raise DataError(f"{data_dir}: --lang {spec}: an empty item in the list (a doubled or trailing comma?)")
-        found = _found_languages(data, data_dir)
-        folder = Path(data_dir) / "data"  # MASSIVE also takes a full locale: de-DE
-        missing = [x for x in langs if not (x in found or data == "matis" and x.lower() in found
-                                            or data in ("massive", "demo") and (folder / f"{x}.jsonl").is_file())]
+        found, missing = _missing(langs, data, data_dir)
         if missing:
+            searched = Path(data_dir) / "data" if data in ("massive", "demo") else Path(data_dir)
             raise DataError(f"{data_dir}: --lang {','.join(missing)}: no {', '.join(missing)} data here "
-                            f"(found: {', '.join(found) or 'none'})")
+                            f"(found: {', '.join(found) or f'none in {searched}'})"
+                            + _parent_hint(spec, data, data_dir))
     if not langs:
-        raise DataError(f"{data_dir}: no target languages found for --lang {spec}")
+        raise DataError(f"{data_dir}: no target languages found for --lang {spec}"
+                        + _parent_hint(spec, data, data_dir))
     return langs
+
+
+def _missing(langs, data, data_dir):
+    """(languages found in the folder, those of `langs` not among them)."""
+    found = _found_languages(data, data_dir)
+    folder = Path(data_dir) / "data"  # MASSIVE also takes a full locale: de-DE
+    return found, [x for x in langs if not (x in found or data == "matis" and x.lower() in found
+                                            or data in ("massive", "demo")
+                                            and (folder / f"{x}.jsonl").is_file())]
+
+
+def _parent_hint(spec, data, data_dir):
+    """`; <parent> has the <data> layout ...` when --data_dir names a folder one level too deep."""
+    d = Path(data_dir)
+    parent = d.parent if d.parent != d else d.resolve().parent
+    if parent == d.resolve():
+        return ""
+    try:
+        found = languages(data, parent) if spec == "all" else \
+            not _missing(spec.split(","), data, parent)[1]
+    except (OSError, DataError):
+        return ""
+    return f"; {parent} has the {data} layout: pass --data_dir {parent}" if found else ""
 
 
 def load_translations(data, data_dir, lang, english, train_lang="en"):

@@ -443,3 +443,32 @@ def test_missing_translate_train_file_names_no_download(tmp_path):
     with pytest.raises(common.DataError, match=r"translate-train/es.txt: file not found") as e:
         common.load_translations("mtod", tmp_path, "es", en)
     assert "download.py" not in str(e.value) and "line-aligned" in str(e.value)
+
+
+def test_two_column_rows_get_the_xtreme_hint_in_test_files_only(tmp_path):
+    f = write(tmp_path / "dev-de.tsv", "a\tb\t1\na\tb\n")
+    with pytest.raises(common.DataError, match=rf"^{f}:2: expected at least 3 tab-separated "
+                                               r"columns, found 2$"):
+        common.read_pairs(f, 0, 1, 2, False, "pawsx")
+    f = write(tmp_path / "test-de.tsv", "a\tb\n")
+    with pytest.raises(common.DataError, match="XTREME's test files hide their labels"):
+        common.read_pairs(f, 0, 1, 2, False, "pawsx")
+
+
+def test_mtop_row_with_an_id_and_a_missing_column_reports_the_count(tmp_path):
+    cols = mtop_row("12345", "A", ["set", "alarm"]).split("\t")
+    f = write(tmp_path / "train.txt", "\t".join(cols[:5] + cols[6:]) + "\n")  # no locale column
+    with pytest.raises(common.DataError, match=rf"^{f}:1: expected 8 tab-separated columns "
+                                               r".*found 7"):
+        common.read_mtop(f)
+
+
+@pytest.mark.parametrize("data,folder,inner", [("massive", "massive", "data"),
+                                               ("mtod", "mtod", "en")])
+def test_data_dir_one_level_too_deep_suggests_the_parent(data, folder, inner):
+    deep = FIX / folder / inner
+    with pytest.raises(common.DataError, match=rf"found: none.* {FIX / folder} has the {data} "
+                                               r"layout"):
+        common.resolve_langs("de", data, deep)
+    with pytest.raises(common.DataError, match=rf"{FIX / folder} has the {data} layout"):
+        common.resolve_langs("all", data, deep)
