@@ -1307,15 +1307,23 @@ def task_loss(intent_logits, intent, slot_logits=None, slot_labels=None):
     return loss
 
 
-def load_encoder(name, texts=(), out_dir=None, max_len=128):
+MIN_LEN = 8  # the smallest --max_len: <s>, </s> and room for a few words
+
+
+def load_encoder(name, texts=(), out_dir=None, max_len=None):
     """(encoder, tokenizer). `tiny` builds a small random XLM-R-shaped encoder and a SentencePiece
     unigram tokenizer trained on `texts`, saves both to `<out_dir>/tiny_model` and loads them back
-    like any checkpoint; anything else is a hub name or a local folder for from_pretrained."""
+    like any checkpoint; anything else is a hub name or a local folder for from_pretrained.
+    max_len (the run's --max_len; the tiny model's size, 128 if None) must fit the encoder."""
+    from safetensors import SafetensorError
     from transformers import AutoModel, AutoTokenizer
     from transformers.utils import logging as hf_logging
     hf_logging.disable_progress_bar()
+    if max_len is not None and max_len < MIN_LEN:
+        raise SystemExit(f"error: --max_len {max_len}: too small; at least {MIN_LEN} subwords are "
+                         "needed (<s>, </s> and the words of an input)")
     if name == "tiny":
-        name = build_tiny(texts, Path(out_dir) / "tiny_model", max_len)
+        name = build_tiny(texts, Path(out_dir) / "tiny_model", max_len or 128)
     path = Path(name).expanduser()
     if path.is_dir():
         name = str(path)
@@ -1328,15 +1336,34 @@ def load_encoder(name, texts=(), out_dir=None, max_len=128):
     try:
         tok = AutoTokenizer.from_pretrained(name)
         enc = AutoModel.from_pretrained(name)
+    except SafetensorError as e:
+        raise SystemExit(f"error: --model {name}: a weights file is damaged or truncated "
+                         f"({e})") from None
     except (OSError, ValueError) as e:
         raise SystemExit(f"error: --model {name}: could not load it ({str(e).splitlines()[0]}). "
                          "Without network access pass a local folder holding config.json, the weights and "
-                         "the tokenizer files (see README: 'A real encoder offline').") from None
+                         "the tokenizer files (see README: 'Running on real data').") from None
     vocab = enc.get_input_embeddings().num_embeddings
     if len(tok) > vocab or len(tok) < 0.9 * vocab:
         raise SystemExit(f"error: --model {name}: the tokenizer has {len(tok)} tokens but the model's vocabulary "
                          f"{vocab}: they do not belong together (a folder with missing or foreign tokenizer files?)")
+    limit = max_positions(enc.config)
+    if max_len is not None and limit is not None and max_len > limit:
+        raise SystemExit(f"error: --max_len {max_len}: the encoder {name} takes at most {limit} "
+                         f"subwords per input (max_position_embeddings "
+                         f"{enc.config.max_position_embeddings}); pass --max_len {limit} or less")
     return enc, tok
+
+
+def max_positions(config):
+    """The longest input an encoder takes, or None if its config does not say. RoBERTa-style
+    encoders (XLM-R) number positions from pad_token_id + 1, so two of theirs are never used."""
+    n = getattr(config, "max_position_embeddings", None)
+    relative = getattr(config, "position_embedding_type", None) not in (None, "absolute")
+    if not isinstance(n, int) or relative:
+        return None
+    roberta = "roberta" in config.model_type or config.model_type in ("camembert", "longformer")
+    return n - (config.pad_token_id + 1) if roberta and config.pad_token_id is not None else n
 
 
 TOKENIZER_FILES = ("tokenizer.json", "sentencepiece.bpe.model", "spiece.model", "vocab.txt", "vocab.json")
@@ -1350,6 +1377,14 @@ def check_model_folder(path):
         if not have & set(names):
             raise SystemExit(f"error: --model {path}: the folder has no {what} ({' or '.join(names)}); "
                              "save both the model and its tokenizer there (save_pretrained)")
+    from safetensors import SafetensorError, safe_open
+    for f in sorted(path.glob("*.safetensors")):  # a header that does not cover the file: truncated
+        try:
+            with safe_open(str(f), "pt"):
+                pass
+        except SafetensorError as e:
+            raise SystemExit(f"error: --model {path}: {f} is damaged or truncated ({e}); "
+                             "copy or save the model again") from None
 
 
 def _cached(name):

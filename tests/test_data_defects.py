@@ -472,3 +472,48 @@ def test_data_dir_one_level_too_deep_suggests_the_parent(data, folder, inner):
         common.resolve_langs("de", data, deep)
     with pytest.raises(common.DataError, match=rf"{FIX / folder} has the {data} layout"):
         common.resolve_langs("all", data, deep)
+
+
+# ------------------------------------------------------------- 10. encoder folders and --max_len
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory):
+    """A tiny XLM-R-shaped model saved as a local folder (64 + 4 positions: 66 usable subwords)."""
+    out = tmp_path_factory.mktemp("enc")
+    texts = ["set an alarm for seven am please and play some music"] * 40
+    common.load_encoder("tiny", texts, out, 64)
+    return out / "tiny_model"
+
+
+def test_truncated_safetensors_is_a_one_line_error(tiny_folder, tmp_path):
+    import shutil
+    folder = Path(shutil.copytree(tiny_folder, tmp_path / "m"))
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(SystemExit, match=rf"^error: --model {folder}: {weights} is damaged or "
+                                         r"truncated") as e:
+        common.load_encoder(str(folder))
+    assert "\n" not in str(e.value)
+
+
+def test_max_len_beyond_the_position_limit_or_too_small_is_refused(tiny_folder):
+    with pytest.raises(SystemExit, match=r"--max_len 1000: .* at most 66 subwords"):
+        common.load_encoder(str(tiny_folder), max_len=1000)
+    assert common.load_encoder(str(tiny_folder), max_len=66)[0].config.max_position_embeddings == 68
+    for small in (2, 7):
+        with pytest.raises(SystemExit, match=rf"--max_len {small}: too small"):
+            common.load_encoder(str(tiny_folder), max_len=small)
+
+
+def test_model_load_error_points_to_an_existing_readme_section(tiny_folder, tmp_path):
+    import re
+    import shutil
+    folder = Path(shutil.copytree(tiny_folder, tmp_path / "m"))
+    (folder / "config.json").write_text("{not json")
+    with pytest.raises(SystemExit) as e:
+        common.load_encoder(str(folder))
+    readme = (Path(common.__file__).parent / "README.md").read_text(encoding="utf-8")
+    sections = re.findall(r"^#+ (.+)$", readme, re.M)
+    named = re.findall(r"README: '([^']+)'", str(e.value))
+    assert all(s in sections for s in named), (named, sections)
