@@ -422,6 +422,17 @@ def test_parallel_empty_line_in_the_second_file_names_it(tmp_path):
         common.read_parallel([a, b])
 
 
+def test_ear_neighbours_of_the_wrong_shape(tmp_path):
+    import ear_push_pull as ear
+    for bad in ([["set", "put"]], {"set": "put"}, {"set": [1]}, "set"):
+        f = write(tmp_path / "nb.json", json.dumps(bad))
+        with pytest.raises(SystemExit, match=r"^error: --neighbours .*nb.json: expected "
+                                             r"\{word: \[neighbour, \.\.\.\]\}"):
+            ear.load_neighbours(f)
+    f = write(tmp_path / "nb.json", json.dumps({"set": ["put"], "the": []}))
+    assert ear.load_neighbours(f) == {"set": ["put"]}
+
+
 # ------------------------------------------------------------- 9. alignment targets, hints
 
 
