@@ -23,6 +23,7 @@ import os
 import random
 import re
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -1225,17 +1226,30 @@ def encode_evals(tok, evals, labels, max_len, data=""):
                    for s, xs in d.items()} for lang, d in evals.items()}
 
 
-def load_task(data, data_dir, lang, train_lang="en", limit_train=0, align=False, dev_halves=False):
+def load_task(data, data_dir, lang, train_lang="en", limit_train=0, align=False, dev_halves=False,
+              max_eval=0):
     """The examples of one run, as its flags name them: (target languages, training examples,
     {lang: their translations} when `align`, {lang: {"dev"|"test": examples}} for English and each
     target). `lang` is `de`, `de,es` or `all`; `limit_train` keeps one fixed random subset (the same
-    for every seed and method); `dev_halves` splits the row-parallel dev sets of PAWS-X/XNLI. Bad
-    input raises DataError naming the file and line; defects are counted in notes()."""
+    for every seed and method); `dev_halves` splits the row-parallel dev sets of PAWS-X/XNLI;
+    `max_eval` keeps a fixed subset of each dev and test set (eval_subset). Bad input raises
+    DataError naming the file and line; defects are counted in notes()."""
     import types
     langs = resolve_langs(lang, data, data_dir)
     flags = types.SimpleNamespace(data=data, data_dir=data_dir, train_lang=train_lang, limit_train=limit_train,
                                   dev_halves=dev_halves)
-    return (langs, *load_data(flags, langs, align))
+    train, trans, evals = load_data(flags, langs, align)
+    evals = {x: {s: eval_subset(xs, max_eval) for s, xs in d.items()} for x, d in evals.items()}
+    return langs, train, trans, evals
+
+
+def eval_subset(examples, n):
+    """--max_eval: a fixed random subset of n examples (seed 0, in file order: the same for every
+    seed, method and language), for smoke runs; all of them when n is 0. Runs that use it record
+    max_eval in their settings, and tools/make_table.py leaves them out of tables."""
+    if not 0 < n < len(examples):
+        return examples
+    return [examples[i] for i in sorted(random.Random(0).sample(range(len(examples)), n))]
 
 
 def _count_unseen(where, examples, labels):
@@ -1507,26 +1521,52 @@ def default_out_dir(method, args):
             + (f"-steps{args.max_steps}" if args.max_steps else "") + (f"-n{args.limit_train}" if args.limit_train else ""))
 
 
-UNSTORED = {"out_dir", "overwrite", "log_every", "device", "save_dir"}  # where or how, not what
+UNSTORED = {"out_dir", "overwrite", "log_every", "device", "save_dir", "threads"}  # where/how, not what
 
 
-def check_out_dir(args, name="results.json"):
-    """Refuse to replace <out_dir>/<name> made with other settings (flags in UNSTORED aside) unless
-    --overwrite: a smoke run must not silently replace a finished run. Call it before training.
-    args: the run's settings (a dict, or a namespace of parsed flags) with out_dir resolved."""
+def check_out_dir(args, script, name="results.json"):
+    """Check the output folder before any data or model is loaded, so no run is lost at its end:
+    it must be a folder (made here if missing) that this process can write. An existing
+    <out_dir>/<name> is replaced only when the same script, the same code (sha256 of the script and
+    of common.py) and the same settings (flags in UNSTORED aside) made it, or with --overwrite; an
+    unreadable one only with --overwrite. args: the run's settings, out_dir resolved; script: the
+    method file's __file__."""
     args = args if isinstance(args, dict) else vars(args)
-    path = Path(args["out_dir"]) / name
+    out = Path(args["out_dir"])
+    if out.exists() and not out.is_dir():
+        raise SystemExit(f"error: --out_dir {out}: a file, not a folder; name a folder")
+    try:  # make it and write a probe file: a read-only or impossible place fails here, not at the end
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test.{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise SystemExit(f"error: --out_dir {out}: cannot write there ({e.strerror or e})") from None
+    path = out / name
     if not path.exists():
         return
-    old = read_results(path).get("args", {})
-    if old.get("amp") is True:  # written before --amp could turn bf16 on for the CPU: it meant "on CUDA"
-        old["amp"] = None
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+        assert isinstance(old, dict)
+    except (OSError, UnicodeDecodeError, ValueError, AssertionError):
+        if not args.get("overwrite"):
+            raise SystemExit(f"error: {path}: not a readable results file; pass --overwrite to replace "
+                             "it, or delete it") from None
+        return log(f"{path} is unreadable and will be replaced (--overwrite)")
+    run = provenance(script)
     new = json.loads(json.dumps(args, default=str))
-    diff = sorted(k for k in new if k not in UNSTORED and old.get(k) != new[k])  # (values derived later: not compared)
+    had = old.get("args", {}) if isinstance(old.get("args"), dict) else {}
+    diff = [f"--{k}" for k in sorted(new) if k not in UNSTORED and had.get(k) != new[k]]
+    if old.get("script") != run["script"]:  # another method file, or a fork, wrote it
+        diff.insert(0, f"made by {old.get('script') or 'an unrecorded script'}, not {run['script']}")
+    elif (old.get("script_sha256"), old.get("common_sha256")) != (run["script_sha256"],
+                                                                   run["common_sha256"]):
+        diff.insert(0, f"{run['script']} or common.py changed since")
     if diff and not args.get("overwrite"):
-        raise SystemExit(f"error: {path} holds a run made with other settings ({', '.join(f'--{k}' for k in diff[:6])}"
-                         f"{' ...' if len(diff) > 6 else ''} differ); pass --overwrite to replace it, or another --out_dir")
-    log(f"{path} exists and will be replaced ({'--overwrite' if diff else 'same settings'})")
+        raise SystemExit(f"error: {path} holds another run ({', '.join(diff[:6])}"
+                         f"{' ...' if len(diff) > 6 else ''}); pass --overwrite to replace it, "
+                         "or another --out_dir")
+    log(f"{path} exists and will be replaced ({'--overwrite' if diff else 'same script and settings'})")
 
 
 def read_results(path):
@@ -1578,30 +1618,58 @@ def peak_memory_mb(device):
 
 @functools.lru_cache(maxsize=None)
 def git_commit():
-    """(sha, dirty) of the checkout this code runs from; cached, and read first by setup(), so a run
-    records the commit it started with even if the checkout changes while it trains."""
+    """(sha, dirty) of the checkout this code runs from, dirty meaning tracked files changed; cached,
+    and read when a run starts, so it records the commit it started with even if the checkout
+    changes while it trains. (None, None) outside a git checkout."""
     here = Path(__file__).resolve().parent
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                                    capture_output=True, text=True).stdout.strip())
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
+                             text=True).stdout.strip()
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                                    cwd=here, capture_output=True, text=True).stdout.strip())
     except OSError:
         return None, None
-    return sha or None, dirty
+    return sha or None, dirty if sha else None
 
 
-def save_results(out_dir, method, args, metrics, **extra):
-    """Write <out_dir>/results.json: method, data, model, args (the run's settings as used: a dict or
-    a namespace of parsed flags), commit, metrics[lang][split], extras. Atomic: written, then renamed."""
-    import transformers
+def _sha256(path):
+    import hashlib
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+@functools.lru_cache(maxsize=None)
+def provenance(script):
+    """Where a run's code comes from, read once when it starts: the method file's name and sha256,
+    common.py's sha256, the commit, and `dirty`: tracked files changed, or the run imports files
+    of this folder that git does not track (`untracked`: a fork beside the method files, say)."""
+    here = Path(__file__).resolve().parent
     sha, dirty = git_commit()
+    mine = {Path(script).resolve()} | {Path(m.__file__).resolve() for m in list(sys.modules.values())
+                                       if getattr(m, "__file__", None)}
+    mine = sorted(str(f.relative_to(here)) for f in mine if f.is_file() and f.is_relative_to(here))
+    untracked = [] if Path(script).resolve().is_relative_to(here) else [str(script)]  # a fork elsewhere
+    if sha:
+        listed = subprocess.run(["git", "ls-files", "--", *mine], cwd=here, capture_output=True,
+                                text=True).stdout.split("\n")
+        untracked += [f for f in mine if f not in listed]
+    return {"script": Path(script).name, "script_sha256": _sha256(script),
+            "common_sha256": _sha256(__file__), "commit": sha,
+            "dirty": None if sha is None else bool(dirty or untracked), "untracked": untracked}
+
+
+def save_results(out_dir, method, args, metrics, script, **extra):
+    """Write <out_dir>/results.json: method, data, model, args (the run's settings as used: a dict or
+    a namespace of parsed flags), where the code came from (provenance of `script`, the method
+    file's __file__), metrics[lang][split], extras. Atomic: written, then renamed."""
+    import transformers
     args = args if isinstance(args, dict) else vars(args)
-    res = {"method": method, "data": args["data"], "model": args["model"], "args": args, "commit": sha,
-           "dirty": dirty, "torch": torch.__version__, "transformers": transformers.__version__,
-           "metrics": metrics, "data_notes": notes(), **extra}
+    res = {"method": method, "data": args["data"], "model": args["model"], "args": args,
+           **provenance(script), "torch": torch.__version__,
+           "transformers": transformers.__version__, "metrics": metrics, "data_notes": notes(),
+           **extra}
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     path = Path(out_dir) / "results.json"
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # write, then rename: never a truncated file
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # write, then rename: never truncated
     tmp.write_text(json.dumps(res, indent=2, default=str) + "\n", encoding="utf-8")
     os.replace(tmp, path)
     return path

@@ -1,9 +1,8 @@
 """EAR: Embedding-Push, Attention-Pull and Robust targets from English-only resources, on XLM-R.
 
-Paper: Ding, Liu, Fang, Mao, Zhao, Zhu, Liu, Tian & Chen (2022), "A Simple and Effective Method to
-       Improve Zero-Shot Cross-Lingual Transfer Learning" (EAR), COLING 2022. Baseline RS-DA: Huang,
-       Ahmad, Peng & Chang (2021), "Improving Zero-Shot Cross-Lingual Transfer Learning via Robust
-       Training", EMNLP 2021.
+Paper: Ding et al. (2022), "A Simple and Effective Method to Improve Zero-Shot Cross-Lingual
+       Transfer Learning" (EAR), COLING 2022. Baseline RS-DA: Huang et al. (2021), "Improving
+       Zero-Shot Cross-Lingual Transfer Learning via Robust Training", EMNLP 2021.
 Reference code: KB-Ding/EAR @ a9d0700, models/xlmr_ept_apt.py (the losses), utils/perturb_aug_ori.py
        (augmentation), scripts/*.sh; uclanlp/Robust-XLT @ 175cddb, perturb.py.
 
@@ -12,30 +11,28 @@ Usage:
     python ear_push_pull.py --data pawsx --lang de --model xlm-roberta-base --mode rsda --copies 10
     python ear_push_pull.py --data demo --lang de --model tiny                     # CPU, < 1 min
 
-What this file adds to common.py: synonym augmentation, the Embedding-Push and Attention-Pull losses,
-the Robust target (cross-entropy on both the original and the augmented example), and the loop. Only
-English labelled data and an English synonym list (--neighbours) are used, no translations. --mode
-plain is plain fine-tuning (zero-shot), --mode rsda trains on augmented copies only (RS-DA), --alpha 0
-/ --beta 0 are the paper's ablations without EPT / APT. Tasks: PAWS-X and XNLI (both sentences
-augmented independently) and, an extension the paper does not cover, intent classification on the
-intent/slot datasets.
+The method, from English-only resources: cross-entropy on English examples x and on copies x^a
+with words swapped for English synonyms (--neighbours; no translations), while the mean embeddings
+of x and x^a are pushed apart (EPT) and their attention maps pulled together (APT):
+    L = CE(P_x, y) + CE(P_xa, y) + alpha * l_EPT(x, x^a) + beta * l_APT(x, x^a)      (Eq. 5)
+--mode rsda: cross-entropy on the augmented copies only (RS-DA); --mode plain: plain fine-tuning
+(zero-shot); --alpha 0 / --beta 0: the paper's ablations. Tasks: PAWS-X and XNLI (each sentence
+augmented on its own) and, an extension, intent classification on the intent/slot datasets.
 
 Where the paper and the official code disagree, and what we follow:
   1. Weights. Paper (section 3.1, tuned in Appendix B): alpha = 1 (EPT), beta = 0.1 (APT); official
      scripts: alpha = 0.1, beta = 1. We default to the paper (--alpha 0.1 --beta 1: the scripts').
   2. Epochs. Paper: one epoch. Official PAWS-X scripts: 30. We default to the paper.
-  3. Selection. The official code picks its checkpoint on the test sets; we select on English dev
-     (--select_on en by default here), as RS-DA does.
-  4. EPT layer. Paper: "pushing away (x, x^a) in the embedding space", visualised "using the
-     embedding layer"; code: hidden_states[0], the embedding layer's output (with its dropout). We
-     follow the code (--ep_layer embeddings); --ep_layer last uses the last layer instead.
+  3. Selection. Code: the checkpoint best on the test sets. Ours: best English dev, as RS-DA.
+  4. EPT layer. Paper: "pushing away (x, x^a) in the embedding space"; code: hidden_states[0], the
+     embedding layer's output (with its dropout). Ours: the code (--ep_layer last: the last layer).
   5. APT maps. Code: post-dropout attention probabilities of the 6th layer over all 128 x 128
-     positions, pads included. We use the probabilities before attention dropout (`AttentionProbs`,
-     tested against an eager-attention pass) and average only over real tokens of both x and x^a
-     (`attention_pull_loss`). Layer: the 6th, as paper (on 12-layer mBERT/XLM-R base, "the middle
-     layer") and code, also on 24-layer models; an encoder with fewer than 12 layers defaults to its
-     middle one (layer 1 of the tiny demo encoder).
+     positions, pads included. Ours: before attention dropout (`AttentionProbs`), averaged over
+     real tokens of both x and x^a only. Layer: the 6th (paper: "the middle layer" of 12; code),
+     also on 24-layer models; an encoder of under 12 layers: its middle one (tiny demo: 1).
   6. Augmentation is seeded by --seed (the official code's is not).
+  7. Precision. The code trains in fp32. Ours: --dtype auto = bf16 autocast on GPUs that have it,
+     else fp16 autocast with a GradScaler on a GPU, fp32 on the CPU.
 
 Shapes: B batch, T subwords, d hidden size, H heads, C classes.
 """
@@ -56,91 +53,99 @@ import torch.nn.functional as F
 
 import common
 
-# The paper's settings (Appendix A: lr 2e-5, batch 32, max length 128, one epoch), on every dataset; demo
-# is tuned for --model tiny (a random encoder needs a far larger lr than a pretrained one).
+# The paper's settings (Appendix A: lr 2e-5, batch 32, max length 128, one epoch), on every dataset;
+# demo is tuned for --model tiny (a random encoder needs a far larger lr than a pretrained one).
 PAPER = {d: dict(lr=2e-5, epochs=1, max_len=128, batch_size=32) for d in common.DATASETS}
 PAPER["demo"] = dict(lr=2e-3, epochs=8, max_len=64, batch_size=16)
-DEMO_SYNONYMS = common.DEMO_DIR / "synonyms.json"  # ships with the repository: the demo's English words
 
 
-class DefaultLayer(int):
-    """--ap_layer when not given: 6 (the paper's) until `main` knows the encoder's depth (`ap_layer`).
-    An int, so the parsed args compare and serialise as 6."""
+def ap_layer(n_layers):  # default APT layer: the 6th (paper; code, also of 24), or the middle one
+    return min(6, max(1, n_layers // 2))
 
 
-def ap_layer(n_layers):
-    """The default APT layer (1-based) of an encoder with n_layers: the 6th (the paper's, on 12-layer
-    models, and the code's fixed index 5, also on 24-layer ones), or the middle one of a shallower encoder."""
-    return 6 if n_layers >= 12 else max(1, n_layers // 2)
+# ---------------------------------------------------------------------------- arguments
+
+def at_least(low, kind=int):  # argparse type: a number >= low, or a one-line error naming the flag
+    def parse(text):
+        if kind(text) < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {text}")
+        return kind(text)
+    return parse
+
+
+def positive(text):  # argparse type: a float > 0
+    if float(text) <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return float(text)
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
+    table = "\n".join(f"  {k:8} " + "  ".join(f"{n} {v:g}" for n, v in d.items())
+                      for k, d in PAPER.items())
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], allow_abbrev=False,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=f"settings per --data (the paper's, Appendix A; demo: for --model tiny):\n{table}")
+    per_data, weight = "(default: per --data, below)", at_least(0.0, float)
+    arg = p.add_argument
     # --- run (the same flags in every method file)
-    p.add_argument("--data", choices=list(PAPER), default="demo", help="dataset (default: demo)")
-    p.add_argument("--lang", default="de", help="target language(s): th, de,es,fr or all (default: de)")
-    p.add_argument("--model", default="xlm-roberta-large", help="HF hub name or local folder; tiny builds a small "
-                   "random encoder and tokenizer on the data, offline (default: xlm-roberta-large)")
-    p.add_argument("--data_dir", help="dataset folder in its official layout (default: data/<data>)")
-    p.add_argument("--train_lang", default="en", help="language of the labelled training data; a target "
-                   "language gives the 'Target' upper bound (default: en)")
-    p.add_argument("--epochs", type=int, help="training epochs (default: the paper's for --data, PAPER)")
-    p.add_argument("--batch_size", type=int, help="effective batch size over all processes (default: PAPER)")
-    p.add_argument("--lr", type=float, help="peak learning rate of the encoder (default: PAPER)")
-    p.add_argument("--max_len", type=int, help="max subwords per input (default: PAPER)")
-    p.add_argument("--seed", type=int, default=7, help="random seed (default: 7, the official scripts')")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
-    p.add_argument("--amp", action=argparse.BooleanOptionalAction, help="bf16 autocast (default: on CUDA only; "
-                   "--amp also on CPU, --no-amp never)")
-    p.add_argument("--out_dir", help="where results.json goes (default: runs/<method>/<data>-<lang>-<train_lang>-"
-                   "<model>-s<seed>[-steps<N>][-n<limit_train>])")
-    p.add_argument("--overwrite", action="store_true", help="replace a results.json made with other settings")
-    p.add_argument("--max_steps", type=int, default=0, help="stop after N optimizer steps (default: 0, no cap)")
-    p.add_argument("--limit_train", type=int, default=0, help="train on a fixed random subset of N examples, "
-                   "the same for every seed and method (default: 0, all)")
-    p.add_argument("--select_on", choices=["last", "en", "target"], default="en", help="the epoch reported: "
-                   "the final one (as the official code), best English dev or best target dev (default: en, "
-                   "as RS-DA)")
-    p.add_argument("--log_every", type=int, default=50, help="progress line every N steps (default: 50)")
-    p.add_argument("--dev_halves", action="store_true", help="pawsx/xnli without train sets: train on half of "
-                   "the row-parallel dev pairs, dev and test on quarters of the rest")
+    arg("--data", choices=list(PAPER), default="demo", help="dataset (default: demo)")
+    arg("--lang", default="de", help="target language(s): th, de,es,fr or all (default: de)")
+    arg("--model", default="xlm-roberta-large", help="HF hub name or local folder; tiny builds a "
+        "small random encoder and tokenizer on the data, offline (default: xlm-roberta-large)")
+    arg("--data_dir", help="dataset folder in its official layout (default: data/<data>)")
+    arg("--train_lang", default="en", help="language of the labelled training data; a target "
+        "language gives the 'Target' upper bound (default: en)")
+    arg("--epochs", type=at_least(1), help=f"training epochs {per_data}")
+    arg("--batch_size", type=at_least(1), help=f"batch size, all processes {per_data}")
+    arg("--lr", type=positive, help=f"peak learning rate of the encoder {per_data}")
+    arg("--max_len", type=at_least(8), help=f"max subwords per input {per_data}")
+    arg("--seed", type=int, default=7, help="random seed (default: 7, the official scripts')")
+    arg("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    arg("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto",
+        help="autocast precision; auto: bfloat16 on GPUs that have it, else float16 with a "
+        "GradScaler on a GPU, float32 on the CPU (default: auto)")
+    arg("--threads", type=at_least(0), default=0, help="torch CPU threads (default: 0, torch's)")
+    arg("--out_dir", help="where results.json goes (default: runs/<method>/<data>-<lang>-"
+        "<train_lang>-<model>-s<seed>[-steps<N>][-n<limit_train>])")
+    arg("--overwrite", action="store_true", help="replace a results.json of other code or settings")
+    arg("--max_steps", type=at_least(0), default=0, help="stop after N steps (default: 0, no cap)")
+    arg("--limit_train", type=at_least(0), default=0, help="train on a fixed random subset of N "
+        "examples, the same for every seed and method (default: 0, all)")
+    arg("--max_eval", type=at_least(0), default=0, help="evaluate on a fixed subset of N examples "
+        "of each dev and test set, for smoke runs (default: 0, all)")
+    arg("--select_on", choices=["last", "en", "target"], default="en", help="the epoch reported: "
+        "the last, best English dev or best target dev (default: en, as RS-DA)")
+    arg("--log_every", type=at_least(1), default=50, help="log every N steps (default: 50)")
+    arg("--dev_halves", action="store_true", help="pawsx/xnli without train sets: train on half of "
+        "the row-parallel dev pairs, dev and test on quarters of the rest")
     # --- method
-    p.add_argument("--mode", choices=["ear", "rsda", "plain"], default="ear", help="EAR; RS-DA "
-                   "(cross-entropy on augmented copies only); plain fine-tuning, the zero-shot baseline "
-                   "(default: ear)")
-    p.add_argument("--neighbours", help="counter-fitted synonym list {word: [neighbours]} (Alzantot et al. "
-                   "2018), as RS-DA and EAR use (default: data/synonyms/counterfitted_neighbors.json; with "
-                   "--data demo the repository's data/demo/synonyms.json)")
-    p.add_argument("--copies", type=int, default=3, help="augmented copies per example (default: 3, official "
-                   "EAR; RS-DA: 10 PAWS-X, 3 XNLI)")
-    p.add_argument("--alpha", type=float, default=1.0, help="EPT weight (default: 1, paper; code 0.1)")
-    p.add_argument("--beta", type=float, default=0.1, help="APT weight (default: 0.1, paper; code 1)")
-    p.add_argument("--ap_layer", type=int, default=DefaultLayer(6), help="1-based encoder layer for APT "
-                   "(default: 6, as paper and code; an encoder with fewer than 12 layers: its middle layer)")
-    p.add_argument("--ep_layer", choices=["embeddings", "last"], default="embeddings", help="what EPT "
-                   "mean-pools: the embedding layer's output (official code) or the last layer (default: "
-                   "embeddings)")
-    p.add_argument("--cls", choices=["pooler", "first"], default="first", help="what the classifier reads: "
-                   "the first token's last state (paper, Eq. 3) or the pooler output (default: first)")
-    p.add_argument("--head_lr", type=float, help="peak lr of the classifier head (default: --lr, as the "
-                   "code)")
+    arg("--mode", choices=["ear", "rsda", "plain"], default="ear", help="EAR; RS-DA (cross-entropy "
+        "on augmented copies only); plain fine-tuning, the zero-shot baseline (default: ear)")
+    arg("--neighbours", help="counter-fitted synonyms {word: [neighbours]}, as RS-DA and EAR "
+        "(default: data/synonyms/counterfitted_neighbors.json; demo: data/demo/synonyms.json)")
+    arg("--copies", type=at_least(1), default=3, help="augmented copies per example (default: 3, "
+        "official EAR; RS-DA: 10 PAWS-X, 3 XNLI)")
+    arg("--alpha", type=weight, default=1.0, help="EPT weight (default: 1, paper; code 0.1)")
+    arg("--beta", type=weight, default=0.1, help="APT weight (default: 0.1, paper; code 1)")
+    arg("--ap_layer", type=at_least(1), help="1-based encoder layer for APT (default: 6, as paper "
+        "and code; an encoder with fewer than 12 layers: its middle one)")
+    arg("--ep_layer", choices=["embeddings", "last"], default="embeddings", help="what EPT pools: "
+        "the embedding layer's output (code) or the last layer's (default: embeddings)")
+    arg("--cls", choices=["pooler", "first"], default="first", help="what the classifier reads: "
+        "the first token's last state (paper, Eq. 3) or the pooler output (default: first)")
+    arg("--head_lr", type=positive, help="peak lr of the classifier (default: --lr, as the code)")
     first = p.parse_known_args(argv)[0]
     p.set_defaults(**PAPER[first.data])  # the paper's values for --data; flags given win
     args = p.parse_args(argv)
-    for k in ("epochs", "batch_size", "max_len", "log_every", "copies"):
-        if getattr(args, k) < 1:
-            p.error(f"--{k} must be at least 1, got {getattr(args, k)}")
-    if args.lr <= 0 or (args.head_lr is not None and args.head_lr <= 0) or args.max_steps < 0 or args.limit_train < 0:
-        p.error("--lr and --head_lr must be positive, --max_steps and --limit_train 0 or positive")
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", args.device):
         p.error(f"--device {args.device}: expected auto, cpu, cuda or cuda:N")
     if args.lang != "all" and any(not x.strip() for x in args.lang.split(",")):
-        p.error(f"--lang {args.lang!r}: an empty language code; give codes separated by commas, e.g. de,es")
+        p.error(f"--lang {args.lang!r}: an empty language code; give codes separated by commas")
     return args
 
 
-# ---------------------------------------------------------------------------- augmentation and losses
-
+# ---------------------------------------------------------------------------- augmentation, losses
 
 def load_neighbours(path):
     if not Path(path).is_file():
@@ -160,18 +165,16 @@ def load_neighbours(path):
     return {w: n for w, n in data.items() if n}
 
 
-def augment(words, neighbours, rng):
-    """Replace each word that has neighbours by a uniform draw from [word] + neighbours (so it stays
-    with probability 1/(k+1)); exact, case-sensitive match, as the official perturb.py."""
-    return [rng.choice([w] + neighbours[w]) if w in neighbours else w for w in words]
-
-
 def augmented(ex, neighbours, rng):
-    """An augmented copy of an example: words for intent data; each side of a pair on its own."""
+    """An augmented copy of an example: each word that has neighbours is replaced by a uniform draw
+    from [word] + neighbours (so it stays with probability 1/(k+1)); exact, case-sensitive match,
+    as the official perturb.py. Intent data: its words; a pair: each side on its own."""
+    def swap(words):
+        return [rng.choice([w] + neighbours[w]) if w in neighbours else w for w in words]
     if isinstance(ex, common.Pair):
-        return common.Pair(ex.id, " ".join(augment(ex.a.split(" "), neighbours, rng)),
-                           " ".join(augment(ex.b.split(" "), neighbours, rng)), ex.label)
-    return common.Example(ex.id, augment(ex.words, neighbours, rng), ex.intent, ex.slots)
+        return common.Pair(ex.id, " ".join(swap(ex.a.split(" "))), " ".join(swap(ex.b.split(" "))),
+                           ex.label)
+    return common.Example(ex.id, swap(ex.words), ex.intent, ex.slots)
 
 
 def embedding_push_loss(emb_x, emb_xa, mask_x, mask_xa):
@@ -216,9 +219,8 @@ class AttentionProbs:
     maps you want; with mask None (evaluation) the hook does nothing."""
 
     def __init__(self, encoder, layer):
-        self.attn = encoder.encoder.layer[layer - 1].attention.self
         self.mask, self.probs = None, None
-        self.handle = self.attn.register_forward_hook(self.hook)
+        encoder.encoder.layer[layer - 1].attention.self.register_forward_hook(self.hook)
 
     def hook(self, module, inputs, output):
         if self.mask is None:  # not asked for (evaluation)
@@ -234,55 +236,62 @@ class AttentionProbs:
 
 # ---------------------------------------------------------------------------- main
 
-
 def main(argv=None):
     args = parse_args(argv)
-    data_dir = args.data_dir or (str(common.DEMO_DIR) if args.data == "demo" else f"data/{args.data}")
+    data_dir = args.data_dir or str(common.DEMO_DIR if args.data == "demo" else f"data/{args.data}")
     out_dir = args.out_dir or common.default_out_dir(args.mode, args)
     head_lr = args.head_lr or args.lr
-    synonyms = args.neighbours or str(DEMO_SYNONYMS if args.data == "demo" else
-                                      "data/synonyms/counterfitted_neighbors.json")
+    synonyms = args.neighbours or str(common.DEMO_DIR / "synonyms.json" if args.data == "demo" else
+                                      "data/synonyms/counterfitted_neighbors.json")  # demo: shipped
     settings = {**vars(args), "data_dir": data_dir, "out_dir": out_dir, "head_lr": head_lr,
                 "neighbours": synonyms}  # as used (ap_layer: once the encoder's depth is known)
 
-    # setup: the commit, seeds, device, bf16 autocast, and one process per GPU under torchrun
-    common.git_commit()  # the commit this run starts from, for results.json
+    # setup: one process per GPU under torchrun (WORLD_SIZE set), else one process
     world = int(os.environ.get("WORLD_SIZE", "1"))
     ddp = world > 1
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           "cpu" if args.device == "auto" else args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit(f"error: --device {args.device}: this torch ({torch.__version__}) sees no CUDA GPU")
+        raise SystemExit(f"error: --device {args.device}: this torch sees no CUDA GPU")
     if args.batch_size % world:
-        raise SystemExit(f"error: --batch_size {args.batch_size} must be divisible by the {world} processes")
+        raise SystemExit(f"error: --batch_size {args.batch_size}: not divisible by {world} ranks")
     if ddp:
-        if not dist.is_initialized():  # (already started when a test runs several mains in one process)
+        if not dist.is_initialized():  # (already started when a test runs several mains at once)
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
         if device.type == "cuda":
             device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
             torch.cuda.set_device(device)
     main_rank = not ddp or dist.get_rank() == 0  # only rank 0 evaluates, logs and writes results
+    if args.threads:
+        torch.set_num_threads(args.threads)
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
-    bf16 = args.amp if args.amp is not None else device.type == "cuda" and torch.cuda.is_bf16_supported()
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
-    common.check_out_dir(settings)  # never replace a results.json made with other settings
-    common.log(f"{args.mode} | device {device} | bf16 autocast {bf16} | processes {world}\nargs {settings}")
+    # precision (dev. 7): bf16 has fp32's range, so it needs no loss scaling; fp16 does (GradScaler)
+    dtype = args.dtype if args.dtype != "auto" else "float32" if device.type != "cuda" else \
+        "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+    autocast = contextlib.nullcontext() if dtype == "float32" else \
+        torch.autocast(device.type, dtype=getattr(torch, dtype))
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == "float16")  # off: a no-op
+    common.check_out_dir(settings, __file__)  # before loading: a bad --out_dir fails now, not later
+    common.log(f"{args.mode} | device {device} | dtype {dtype} | processes {world}\n"
+               f"args {settings}")
 
-    # data: English training examples, their augmented copies (seeded), dev/test sets
+    # data: English training examples, their augmented copies (seeded, dev. 6), dev/test sets
     neighbours = load_neighbours(synonyms) if args.mode != "plain" else {}
     try:
         langs, train, _, evals = common.load_task(args.data, data_dir, args.lang, args.train_lang,
-                                                  args.limit_train, False, args.dev_halves)
+                                                  args.limit_train, False, args.dev_halves,
+                                                  args.max_eval)
         rng, copies = random.Random(args.seed), 0 if args.mode == "plain" else args.copies
-        aug, orig = [augmented(e, neighbours, rng) for _ in range(copies) for e in train], train * copies
-        texts = common.texts_of(train + aug, {}, evals)
-        enc, tok = common.load_encoder(args.model, texts, out_dir, args.max_len)
+        aug = [augmented(e, neighbours, rng) for _ in range(copies) for e in train]
+        orig = train * copies  # orig[i]: the example aug[i] was drawn from
+        enc, tok = common.load_encoder(args.model, common.texts_of(train + aug, {}, evals),
+                                       out_dir, args.max_len)
         labels = common.Labels.from_train(args.data, train)
         where = f"{args.data}/{args.train_lang}/train"
-        items = [common.encode(tok, e, labels, args.max_len, where) for e in (aug if copies else train)]
-        if args.mode == "ear":  # each copy x^a carries its original x as second stream, like a translation
+        items = [common.encode(tok, e, labels, args.max_len, where) for e in aug or train]
+        if args.mode == "ear":  # each copy x^a carries its original x in the translation slot
             for it, o in zip(items, orig):
                 x = common.encode(tok, o, labels, args.max_len, where)
                 it["tgt"] = [x["input_ids"]]
@@ -293,95 +302,115 @@ def main(argv=None):
         raise SystemExit(f"error: {e}") from None
     for note in common.notes():
         common.log(f"data note: {note}")
-    changed = sum(a != o for a, o in zip(aug, orig))
+    changed = sum(a != o for a, o in zip(aug, orig))  # copies that drew at least one synonym
     common.log(f"train {len(items)} items from {len(train)} {args.train_lang} examples, "
-               f"{len(labels.intents)} classes" + (f" | {changed} of {len(aug)} augmented copies differ "
-                                                   "from their original" if aug else ""))
-    shard = (dist.get_rank(), world) if ddp else None  # each process reads its own 1/world of the data
-    loader = common.make_loader(items, args.batch_size // world, tok.pad_token_id, True, args.seed, shard)
+               f"{len(labels.intents)} classes | {changed} of {len(aug)} copies differ from theirs")
+    shard = (dist.get_rank(), world) if ddp else None  # each process reads its own 1/world
+    loader = common.make_loader(items, args.batch_size // world, tok.pad_token_id, True, args.seed,
+                                shard)
 
-    # model: encoder + a linear classifier (slots are not trained), the attention probe, the embedding
-    # hook; AdamW without weight decay, linear decay without warm-up (the scripts'), gradients clipped at 1
+    # model: encoder + a linear classifier (slots are not trained), the attention probe, the
+    # embedding hook; AdamW, no weight decay, linear decay, no warm-up (the scripts'), clipping at 1
     model = common.TaskModel(enc, len(labels.intents), 0, args.cls).to(device)
-    n_layers = enc.config.num_hidden_layers
-    apt_layer = ap_layer(n_layers) if isinstance(args.ap_layer, DefaultLayer) else args.ap_layer
+    depth = enc.config.num_hidden_layers
+    apt_layer = args.ap_layer or ap_layer(depth)
     settings["apt_layer"] = apt_layer  # results.json records the layer used (ap_layer: as asked)
-    if args.mode == "ear" and not 1 <= apt_layer <= n_layers:
-        raise SystemExit(f"error: --ap_layer {apt_layer}: the encoder has {n_layers} layers; "
-                         f"pass 1 to {n_layers}, or leave it out for layer {ap_layer(n_layers)}")
+    probe, emb_out = None, {}  # EAR: layer apt_layer's attention maps; the embedding layer's output
     if args.mode == "ear":
-        common.log(f"APT at layer {apt_layer} of the encoder's {n_layers} (--ap_layer to choose another)")
-    probe = AttentionProbs(enc, apt_layer) if args.mode == "ear" else None
-    emb_out = {}  # the embedding layer's output, for EPT
-    if args.mode == "ear" and args.ep_layer == "embeddings":
-        enc.embeddings.register_forward_hook(lambda m, i, o: emb_out.__setitem__("x", o))
+        if apt_layer > depth:
+            raise SystemExit(f"error: --ap_layer {apt_layer}: the encoder has {depth} layers;"
+                             f" pass 1 to {depth}, or leave it out for layer {ap_layer(depth)}")
+        common.log(f"APT at layer {apt_layer} of the encoder's {depth} (--ap_layer: another)")
+        probe = AttentionProbs(enc, apt_layer)  # dev. 5
+        if args.ep_layer == "embeddings":  # dev. 4
+            enc.embeddings.register_forward_hook(lambda m, i, o: emb_out.__setitem__("x", o))
     opt = torch.optim.AdamW(model.param_groups(args.lr, head_lr), lr=args.lr, weight_decay=0.0,
                             fused=device.type in ("cpu", "cuda"))
     total = args.epochs * len(loader)
     total = min(total, args.max_steps) if args.max_steps else total
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.0, 1 - s / total))
-    net = model if not ddp else \
-        torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+    net = model if not ddp else torch.nn.parallel.DistributedDataParallel(
+        model, device_ids=[device] if device.type == "cuda" else None)  # averages the gradients
 
     # training, with dev evaluation after every epoch; --select_on keeps the best epoch's weights
-    key = "accuracy"  # sentence(-pair) classification only
+    # (dev. 3). A batch b holds B augmented copies x^a (plain: the originals) padded to the longest:
+    # input_ids, attention_mask (B, T); intent (B,) the class (the pair's label on PAWS-X/XNLI);
+    # intent data also brings slot_labels (B, T), -100 on non-first subwords, unused here. EAR: each
+    # copy's original x rides in the translation slot, the one "translation" the per-step draw can
+    # pick: tgt_input_ids, tgt_attention_mask (B, T), has_tgt (B,) all True. token_type_ids: BERT
+    # pairs. net(ids, mask, types) returns (sentence vector (N, d), class logits (N, C), None,
+    # last-layer token states (N, T, d)) for the N rows it is given.
     watch = ["en"] if args.select_on == "en" else [x for x in langs if x != "en"] or ["en"]
-    history, best = [], None  # best: (dev score, epoch, weights on the CPU)
-    step, seen, t_train, t_start = 0, 0, 0.0, time.time()
+    history, best = [], None  # best: (dev accuracy, epoch, weights on the CPU)
+    step, seen, skipped, t_train, t_start = 0, 0, 0, 0.0, time.time()
     for epoch in range(1, args.epochs + 1):
         if ddp:
-            loader.sampler.set_epoch(epoch)
-        t0, sums = time.time(), torch.zeros(4, device=device)  # ce, ept, apt, steps (no per-step sync)
+            loader.sampler.set_epoch(epoch)  # a new shuffle each epoch, the same on every process
+        t0, sums = time.time(), torch.zeros(4, device=device)  # ce, ept, apt, steps: no GPU sync
         for b in loader:
             B = len(b["intent"])
-            ids, mask, types = b["input_ids"], b["attention_mask"], b.get("token_type_ids")  # types: BERT pairs
-            if args.mode == "ear":  # x^a (rows :B) and x (rows B:) through the encoder in one forward pass
-                ids, mask = torch.cat([ids, b["tgt_input_ids"]]), torch.cat([mask, b["tgt_attention_mask"]])
+            ids, mask, types = b["input_ids"], b["attention_mask"], b.get("token_type_ids")
+            # ---- EAR: x^a (rows :B) and its original x (rows B:) through the encoder in one pass
+            if args.mode == "ear":
+                ids = torch.cat([ids, b["tgt_input_ids"]])
+                mask = torch.cat([mask, b["tgt_attention_mask"]])
                 types = None if types is None else torch.cat([types, b["tgt_token_type_ids"]])
-            ids, mask, types = ids.to(device), mask.to(device), None if types is None else types.to(device)
+            # ---- end EAR
+            ids, mask = ids.to(device), mask.to(device)
+            types = None if types is None else types.to(device)
             y = b["intent"].to(device)
-            if probe:
+            if probe:  # EAR: ask the hook for this forward's attention maps
                 probe.mask = mask
             with autocast:
                 _, logits, _, h_last = net(ids, mask, types)
+            # ---- EAR: Eq. 4 + alpha Eq. 1 + beta Eq. 2 (weights: dev. 1); RS-DA, plain: CE only
             ept = apt = torch.zeros((), device=device)
             if args.mode == "ear":
-                ce = robust_ce_loss(logits[B:], logits[:B], y)  # Eq. 4
-                emb = emb_out["x"] if args.ep_layer == "embeddings" else h_last
-                ept = embedding_push_loss(emb[B:], emb[:B], mask[B:], mask[:B])  # Eq. 1
-                apt = attention_pull_loss(probe.probs[B:], probe.probs[:B], mask[B:], mask[:B])  # Eq. 2
-                probe.mask = None
+                ce = robust_ce_loss(logits[B:], logits[:B], y)  # Eq. 4: CE on x and on x^a
+                emb = emb_out["x"] if args.ep_layer == "embeddings" else h_last  # dev. 4
+                ept = embedding_push_loss(emb[B:], emb[:B], mask[B:], mask[:B])  # Eq. 1: push
+                apt = attention_pull_loss(probe.probs[B:], probe.probs[:B], mask[B:], mask[:B])
+                probe.mask = None  # evaluation passes skip the hook's extra work
             else:
                 ce = F.cross_entropy(logits.float(), y)
             loss = ce + args.alpha * ept + args.beta * apt  # Eq. 5
-            if not torch.isfinite(loss):  # stop before a NaN reaches the weights
+            # ---- end EAR
+            if not torch.isfinite(loss) and not scaler.is_enabled():  # fp16: the scaler skips it
                 raise SystemExit(f"error: step {step + 1}: the loss is {loss.item()} "
                                  f"(ce {ce.item()}, ept {ept.item()}, apt {apt.item()}); stopping")
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            scaler.scale(loss).backward()  # fp16: a scaled loss keeps small gradients from 0
+            scaler.unscale_(opt)  # clip the true gradients, not the scaled ones
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
+            scale = scaler.get_scale()
+            scaler.step(opt)  # fp16: skipped when a gradient overflowed
+            scaler.update()
+            skipped += scaler.is_enabled() and scaler.get_scale() < scale  # the scale fell: skipped
             sched.step()
             step, seen = step + 1, seen + B * world
-            sums += torch.stack([ce.detach(), ept.detach(), apt.detach(), torch.ones((), device=device)])
+            sums += torch.stack([ce, ept, apt, torch.ones((), device=device)]).detach()
             if step % args.log_every == 0 or step == total:
                 el = t_train + time.time() - t0
-                common.log(f"step {step}/{total} epoch {epoch} | ce {ce.item():.4f} ept {ept.item():.4f} apt "
-                           f"{apt.item():.5f} | lr {sched.get_last_lr()[0]:.2e} | {seen / el:.1f} ex/s | "
-                           f"eta {el / step * (total - step) / 60:.1f} min")
+                common.log(f"step {step}/{total} epoch {epoch} | ce {ce.item():.4f} ept "
+                           f"{ept.item():.4f} apt {apt.item():.5f} | lr "
+                           f"{sched.get_last_lr()[0]:.2e} | {seen / el:.1f} ex/s | eta "
+                           f"{el / step * (total - step) / 60:.1f} min"
+                           + (f" | skipped {skipped}" if scaler.is_enabled() else ""))
             if step >= total:
                 break
         t_train += time.time() - t0
-        if main_rank:
-            dev = {x: common.evaluate(model, *evals[x]["dev"], labels, tok.pad_token_id, device, autocast)
-                   for x in evals}
-            history.append({"epoch": epoch, "train_ce_loss": (sums[0] / sums[3]).item(),
-                            "train_ept_loss": (sums[1] / sums[3]).item(),
-                            "train_apt_loss": (sums[2] / sums[3]).item(), "dev": dev})
+        if ddp:  # the epoch's losses over every process's examples, not rank 0's alone
+            dist.all_reduce(sums)
+        if main_rank:  # every --lang dev set is scored, whichever --select_on watches
+            dev = {x: common.evaluate(model, *evals[x]["dev"], labels, tok.pad_token_id, device,
+                                      autocast) for x in evals}
+            history.append({"epoch": epoch, **{f"train_{k}_loss": (v / sums[3]).item() for k, v
+                                               in zip(("ce", "ept", "apt"), sums)}, "dev": dev})
             common.log_metrics(f"epoch {epoch} dev", dev)
-            score = sum(dev[x][key] for x in watch) / len(watch)
+            score = sum(dev[x]["accuracy"] for x in watch) / len(watch)
             if args.select_on != "last" and (best is None or score > best[0]):
-                best = (score, epoch, {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()})
+                best = (score, epoch, {k: v.detach().to("cpu", copy=True)
+                                       for k, v in model.state_dict().items()})
         if ddp:
             dist.barrier()
         if step >= total:
@@ -391,17 +420,19 @@ def main(argv=None):
     metrics = None
     if main_rank:
         if best is not None:
-            common.log(f"restoring epoch {best[1]} (best {args.select_on} dev {key} {best[0]:.2f})")
+            common.log(f"restoring epoch {best[1]} (best {args.select_on} dev accuracy "
+                       f"{best[0]:.2f})")
             model.load_state_dict(best[2])
         picked = best[1] if best else epoch
         dev = next(h["dev"] for h in history if h["epoch"] == picked)  # evaluation is deterministic
-        metrics = {x: {"dev": dev[x], "test": common.evaluate(model, *evals[x]["test"], labels, tok.pad_token_id,
-                                                              device, autocast)} for x in evals}
+        metrics = {x: {"dev": dev[x], "test": common.evaluate(
+            model, *evals[x]["test"], labels, tok.pad_token_id, device, autocast)} for x in evals}
         common.log_metrics("final", metrics)
-        path = common.save_results(out_dir, args.mode, settings, metrics, history=history, selected_epoch=picked,
-                                   peak_memory_mb=common.peak_memory_mb(device), steps=step, world_size=world,
-                                   train_examples_seen=seen, train_examples_per_s=seen / max(t_train, 1e-9),
-                                   wall_s=time.time() - t_start)
+        path = common.save_results(
+            out_dir, args.mode, settings, metrics, __file__, history=history, selected_epoch=picked,
+            peak_memory_mb=common.peak_memory_mb(device), steps=step, world_size=world, dtype=dtype,
+            skipped_steps=int(skipped), train_examples_seen=seen,
+            train_examples_per_s=seen / max(t_train, 1e-9), wall_s=time.time() - t_start)
         common.log(f"wrote {path}")
     if ddp:
         dist.barrier()

@@ -3,76 +3,61 @@
 Paper: Pan et al. (2021), "Multilingual BERT Post-Pretraining Alignment", NAACL 2021,
        sections 2.1-2.3 (Eq. 2-4) and 3.3. https://arxiv.org/abs/2010.12547
 Reference code: none published; the MoCo mechanics follow facebookresearch/moco, moco/builder.py
-       (momentum update before the keys, FIFO queue).
+       (momentum update before the keys, FIFO queue, keys gathered from every process).
 
 Usage:
-    # stage 1: align on parallel sentences (line-aligned files, English first; a tab-separated file;
-    # or a dataset's English train with its translations; mixed as given), save the query encoder
-    # with its MLM head as a normal Hugging Face folder, which --model of every method file loads
+    python ppa_moco_tlm.py --data demo --model tiny   # the demo: both stages, CPU, about 1 min
+    # stage 1 aligns on parallel sentences: SRC,TGT line-aligned files (English first), a .tsv, or
+    # <data>:<data_dir>:<langs> (a dataset's English train with its translations); it saves the
+    # query encoder with its MLM head as a Hugging Face folder that any --model loads
     python ppa_moco_tlm.py --stage align --model bert-base-multilingual-cased \
-        --parallel europarl.en,europarl.de europarl.en,europarl.fr pairs.tsv --save_dir runs/ppa/aligned
-    python ppa_moco_tlm.py --stage align --model bert-base-multilingual-cased \
-        --parallel massive:data/massive:th,hi,de --min_len 3 --save_dir runs/ppa/aligned
-    python ppa_moco_tlm.py --stage align --model bert-base-multilingual-cased --dev_halves \
-        --parallel xnli:data/xnli:th,hi,de --min_len 3   # both sentences of the pairs --dev_halves trains on
-    # stage 2: fine-tune the aligned encoder (or any --model) on English, test zero-shot
+        --parallel europarl.en,europarl.de massive:data/massive:th,hi --save_dir runs/ppa/aligned
+    # stage 2 fine-tunes the aligned encoder (or any --model) on English, tests zero-shot
     python ppa_moco_tlm.py --stage finetune --model runs/ppa/aligned --data xnli --lang all
-    python ppa_moco_tlm.py --stage finetune --model runs/ppa/aligned --data xnli --lang de \
-        --translate_train --code_switch
-    python ppa_moco_tlm.py --stage finetune --model runs/ppa/aligned --data mlqa --lang de,es --data_dir data/qa
-    # the demo, offline on a CPU in seconds (--stage defaults to finetune; the align stage reads the
-    # demo's --lang translations as parallel data, paired by id, with --min_len 1)
-    python ppa_moco_tlm.py --data demo --model tiny
-    python ppa_moco_tlm.py --data demo --model tiny --stage align
-    python ppa_moco_tlm.py --data demo --model runs/ppa/align-s123456789/aligned   # the line above's encoder
+    python ppa_moco_tlm.py --stage finetune --model runs/ppa/aligned --data xnli --translate_train \
+        --code_switch
+    python ppa_moco_tlm.py --stage finetune --model runs/ppa/aligned --data mlqa --lang de,es
+    # both stages in one command (the demo's default), one process per GPU
+    torchrun --nproc_per_node 4 ppa_moco_tlm.py --stage both --parallel pairs.tsv --data xnli
 
-What this file adds to common.py. Stage 1, the method, L = L_MoCo + L_TLM (Eq. 4): per pair, a coin
-decides which side the query encoder reads and which the momentum key encoder reads ("random input
-shuffling"); both take the L2-normalised final [CLS] (first-token) state through z = W2 ReLU(W1 h)
-to 300 dims, normalised again; InfoNCE against the own key and a FIFO queue of 32,000 earlier keys
-at temperature 0.05 (Eq. 3; momentum 0.999, the key side updated before it encodes). Progress lines
-show MoCo's acc@1 (the own key above every queued one). TLM: the pair concatenated in the same order
-(`<s> q </s></s> k </s>` for XLM-R, `[CLS] q [SEP] k [SEP]` for BERT, with segment ids 0 and 1 where
-the encoder has them: no position reset, no language embeddings), 15% of the non-special subwords
-selected, 80/10/10 mask/random/unchanged, cross-entropy through the query encoder's MLM head.
---no_tlm and --mlm_instead_of_tlm are Table 5's ablations. AdamW (wd 0.01, none on biases and
-LayerNorm), lr 3e-5, 10% warm-up then linear decay, batch 128, max length 128, 10 epochs. The
-paper's length filter drops pairs with a side under --min_len 10 subwords or a concatenation over
---max_len 128 (the count is printed); short utterances (MASSIVE, MTOD) need a lower --min_len.
-
-Stage 2: the [CLS] state with a linear head for sentence pairs (XNLI, PAWS-X) and intents (MASSIVE,
-MTOD, MTOP, MultiATIS++, demo; slots are not trained), or a start/end head for extractive QA (SQuAD
-v1.1 train, MLQA dev/test; windows with stride 128, the best span of at most 30 tokens, F1/EM with
-MLQA's per-language answer normalisation). --translate_train adds each English example's
-translations; --code_switch (section 2.3) adds, for a translated pair (a_x, b_x), (a_x, b_en) and
-(a_en, b_x), kept in the same batch. AdamW (wd 0.01), warm-up 1,000 steps then linear decay, batch
-32, 2 epochs, lr 5e-5 (QA: 3e-5, max length 386). BERT-family encoders see segment ids for sentence
-pairs, as in pre-training. Results are named after the encoder: `finetune` for one stage 1 did not
-align, else ppa_align.json's `ppa`, `ppa-no_tlm` or `ppa-mlm`; then `+translate_train`,
-`+code_switch`, `_qa`.
+Stage 1, the method: L = L_MoCo + L_TLM (Eq. 4). Per pair a coin decides which side the query
+encoder reads and which the momentum key encoder reads ("random input shuffling"); both map the
+L2-normalised final [CLS] state through z = W2 ReLU(W1 h) to 300 dims, normalised again; InfoNCE
+against the own key and a FIFO queue of 32,000 earlier keys at temperature 0.05 (Eq. 3; momentum
+0.999). TLM: the pair concatenated in the same order (`<s> q </s></s> k </s>`; BERT: `[CLS] q
+[SEP] k [SEP]`, segment ids 0/1), 15% of the non-special subwords selected, 80/10/10 mask/random/
+unchanged, cross-entropy through the query encoder's MLM head. --no_tlm, --mlm_instead_of_tlm:
+Table 5's ablations. AdamW (wd 0.01, none on biases and LayerNorm), lr 3e-5, 10% warm-up, linear
+decay, batch 128, 10 epochs; pairs with a side under --min_len 10 subwords or longer than
+--max_len 128 together are dropped (short utterances need a lower --min_len).
+Stage 2: the [CLS] state with a linear head for sentence pairs (XNLI, PAWS-X) and intents (no
+slots), or a start/end head for extractive QA (SQuAD v1.1 train, MLQA dev/test, F1/EM).
+--translate_train adds each example's translations; --code_switch (section 2.3) adds (a_x, b_en)
+and (a_en, b_x) for a translated pair (a_x, b_x). AdamW, 1,000 warm-up steps, linear decay, batch
+32, 2 epochs, lr 5e-5 (QA: 3e-5, max length 386). Results are named after the encoder: finetune,
+or stage 1's ppa, ppa-no_tlm, ppa-mlm; then +translate_train, +code_switch, _qa.
 
 Where the paper is silent, and where we deviate:
-  1. Projection. The paper does not say whether the key side has it or how W1/W2 are initialised:
-     both sides carry it (MoCo v2), PyTorch's default initialisation, the key copy by momentum.
-  2. The key encoder is copied from the query encoder in the eval mode from_pretrained leaves it in,
-     so it encodes without dropout (the query encoder with).
-  3. MoCo enqueues whole batches: --queue must be a multiple of --batch_size (the error suggests a
-     size) and an epoch takes whole batches only.
-  4. The MLM head is applied to the selected positions only: the same loss, and on a 2-core CPU the
-     align step is about 2x faster (the vocabulary projection at every position costs as much as
-     the encoder). An encoder without one (e.g. multilingual-e5) gets a fresh head (transform +
-     decoder tied to the word embeddings) from AutoModelForMaskedLM; the run says how many tensors.
+  1. Projection: on both sides (MoCo v2), PyTorch's default init, the key copy by momentum.
+  2. The key encoder is copied in the eval mode from_pretrained leaves it in: no dropout.
+  3. MoCo enqueues whole batches: --queue is a multiple of --batch_size; epochs drop a last part.
+  4. The MLM head sees the selected positions only: the same loss, ~2x faster on a CPU. An encoder
+     without one gets a fresh head from AutoModelForMaskedLM (the run says so).
   5. Gradients are clipped at 1.0 in both stages (the paper does not say).
-  6. Fine-tuning warm-up is at most 10% of a short run. A group (an example, its translations and
-     code-switched pairs) is never split, so batches can exceed --batch_size; the decay is planned
-     for the steps actually taken and reaches 0 at the last one.
-  7. --head_lr gives the new head its own rate (not in the paper; our CPU runs of multilingual-e5
-     use 1e-3, as for the other methods). QA trains on English SQuAD only (--translate_train and
-     --code_switch are refused) and reports its last epoch whatever --select_on says.
-  8. One process (no torchrun): MoCo across processes needs the keys gathered before they are
-     queued, which this teaching file leaves out.
+  6. Fine-tuning warm-up is at most 10% of a short run. An example's group (it, its translations,
+     code-switched pairs) stays in one batch, so batches can exceed --batch_size.
+  7. --head_lr gives the new head its own rate (not in the paper). QA trains on English SQuAD
+     only and reports its last epoch.
+  8. torchrun: each process takes an equal contiguous share of every global batch. Stage 1 gathers
+     every process's keys before queueing them (the same queue everywhere); queries meet their
+     own keys and the shared queue. TLM masks are drawn for the whole batch and each share's loss
+     is weighted by its share of the selected positions (stage 2's by its share of the examples):
+     the averaged gradient is one process's on the whole batch. Stage 2 drops batches smaller
+     than the number of processes.
+  9. Precision: not in the paper. --dtype auto = bf16 autocast on GPUs that have it, else fp16
+     with a GradScaler on a GPU, fp32 on the CPU; MoCo's queue stays fp32.
 
-Shapes: B pairs per batch, T subwords, d hidden size, D = 300 projection size, K queue size, V vocab.
+Shapes: B pairs per batch, T subwords, d hidden size, D = 300 projection, K queue size, V vocab.
 """
 import argparse
 import contextlib
@@ -82,11 +67,13 @@ import math
 import os
 import random
 import re
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -102,107 +89,138 @@ PAPER = {
 }
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
+# ---------------------------------------------------------------------------- arguments
+
+def at_least(low, kind=int):  # argparse type: a number >= low, or a one-line error naming the flag
+    def parse(text):
+        if kind(text) < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {text}")
+        return kind(text)
+    return parse
+
+
+def positive(text):  # argparse type: a float > 0
+    if float(text) <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return float(text)
+
+
+def parse_args(argv=None, tiny=False):
+    """The flags of one stage; tiny: stage 2 of --stage both after a --model tiny stage 1."""
+    table = "\n".join(f"  {k:8} " + "  ".join(f"{n} {v:g}" for n, v in d.items())
+                      for k, d in PAPER.items())
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], allow_abbrev=False,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=f"per stage (align; finetune; mlqa) and for --model tiny (demo):\n{table}")
+    per, add = "(default: per --stage, below)", p.add_argument
     # --- run (the same flags in every method file)
-    p.add_argument("--data", choices=[*common.DATASETS, "mlqa"], default="xnli", help="dataset (default: xnli)")
-    p.add_argument("--lang", default="de", help="target language(s): th, de,es,fr or all (default: de)")
-    p.add_argument("--model", default="xlm-roberta-large", help="HF hub name or local folder; tiny builds a small "
-                   "random encoder and tokenizer on the data, offline (default: xlm-roberta-large)")
-    p.add_argument("--data_dir", help="dataset folder in its official layout (default: data/<data>)")
-    p.add_argument("--train_lang", default="en", help="language of the labelled training data; a target "
-                   "language gives the 'Target' upper bound (default: en)")
-    p.add_argument("--epochs", type=int, help="training epochs (default: the paper's for --stage, PAPER)")
-    p.add_argument("--batch_size", type=int, help="batch size (default: PAPER)")
-    p.add_argument("--lr", type=float, help="peak learning rate of the encoder (default: PAPER)")
-    p.add_argument("--max_len", type=int, help="max subwords per input (default: PAPER)")
-    p.add_argument("--seed", type=int, default=123456789, help="random seed (default: 123456789, as every method)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
-    p.add_argument("--amp", action=argparse.BooleanOptionalAction, help="bf16 autocast (default: on CUDA only; "
-                   "--amp also on CPU, --no-amp never)")
-    p.add_argument("--out_dir", help="where results.json goes (default: runs/ppa/<data>-<lang>-<train_lang>-"
-                   "<model>-s<seed>[-steps<N>][-n<limit_train>]; align: runs/ppa/align-s<seed>)")
-    p.add_argument("--overwrite", action="store_true", help="replace a results.json made with other settings")
-    p.add_argument("--max_steps", type=int, default=0, help="stop after N optimizer steps (default: 0, no cap)")
-    p.add_argument("--limit_train", type=int, default=0, help="train on a fixed random subset of N examples, "
-                   "the same for every seed and method (default: 0, all)")
-    p.add_argument("--select_on", choices=["last", "en", "target"], default="last", help="the epoch reported: "
-                   "the final one, best English dev or best target dev (default: last; QA: always the last)")
-    p.add_argument("--log_every", type=int, default=50, help="progress line every N steps (default: 50)")
-    p.add_argument("--dev_halves", action="store_true", help="pawsx/xnli without train sets: train on half of "
-                   "the row-parallel dev pairs, dev and test on quarters of the rest (align: the pawsx/xnli --parallel "
-                   "specs read that training half)")
+    add("--data", choices=[*common.DATASETS, "mlqa"], default="xnli", help="dataset (default: "
+        "xnli)")
+    add("--lang", default="de", help="target language(s): th, de,es,fr or all (default: de)")
+    add("--model", default="xlm-roberta-large", help="HF hub name or local folder; tiny builds a "
+        "small random encoder and tokenizer on the data, offline (default: xlm-roberta-large)")
+    add("--data_dir", help="dataset folder in its official layout (default: data/<data>)")
+    add("--train_lang", default="en", help="language of the labelled training data; a target "
+        "language gives the 'Target' upper bound (default: en)")
+    add("--epochs", type=at_least(1), help=f"training epochs {per}")
+    add("--batch_size", type=at_least(1), help=f"batch size, all processes {per}")
+    add("--lr", type=positive, help=f"peak learning rate of the encoder {per}")
+    add("--max_len", type=at_least(8), help=f"max subwords per input {per}")
+    add("--seed", type=int, default=123456789, help="random seed (default: 123456789)")
+    add("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    add("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto",
+        help="autocast precision; auto: bfloat16 on GPUs that have it, else float16 with a "
+        "GradScaler on a GPU, float32 on the CPU (default: auto)")
+    add("--threads", type=at_least(0), default=0, help="CPU threads of torch (default: 0, torch's)")
+    add("--out_dir", help="where results.json goes (default: runs/ppa/<data>-<lang>-<train_lang>-"
+        "<model>-s<seed>[-steps<N>][-n<limit_train>]; align: runs/ppa/align-s<seed>; both: "
+        "stage 1 in its align/)")
+    add("--overwrite", action="store_true", help="replace a results.json made by another script, "
+        "other code or other settings")
+    add("--max_steps", type=at_least(0), default=0, help="stop after N optimizer steps (default: "
+        "0, no cap)")
+    add("--limit_train", type=at_least(0), default=0, help="train on a fixed random subset of N "
+        "examples, the same for every seed and method (default: 0, all)")
+    add("--max_eval", type=at_least(0), default=0, help="evaluate on a fixed subset of N examples "
+        "of each dev and test set, for smoke runs (default: 0, all)")
+    add("--select_on", choices=["last", "en", "target"], default="last", help="the epoch "
+        "reported: the final one, best English or best target dev (default: last; QA: last)")
+    add("--log_every", type=at_least(1), default=50, help="progress line every N steps "
+        "(default: 50)")
+    add("--dev_halves", action="store_true", help="pawsx/xnli without train sets: train on half of "
+        "the row-parallel dev pairs, dev and test on quarters of the rest (align: the pawsx/xnli "
+        "--parallel specs read that training half)")
     # --- method
-    p.add_argument("--stage", choices=["align", "finetune"], default="finetune",
-                   help="1: align on parallel data; 2: fine-tune and test (default: finetune)")
-    p.add_argument("--parallel", nargs="+", default=[], metavar="SPEC", help="align: SRC,TGT (line-aligned "
-                   "files, English first), PAIRS.tsv (english<TAB>other) or <data>:<data_dir>:<lang,lang|all> "
-                   "(a dataset's English train with its translations; pawsx/xnli: both sentences of each pair, "
-                   "with --dev_halves those of its training half); --data demo: its --lang translations")
-    p.add_argument("--save_dir", help="align: where the aligned encoder goes (default: <out_dir>/aligned)")
-    p.add_argument("--min_len", type=int, default=10, help="align: drop pairs with a side under this many "
-                   "subwords (default: 10, the paper's; 1 for the demo's parallel data)")
-    p.add_argument("--queue", type=int, default=32000, help="align: MoCo queue size K (default: 32000)")
-    p.add_argument("--momentum", type=float, default=0.999, help="align: key encoder momentum m (default: 0.999)")
-    p.add_argument("--temperature", type=float, default=0.05, help="align: InfoNCE temperature (default: 0.05)")
-    p.add_argument("--proj_dim", type=int, default=300, help="align: projection size D (default: 300)")
-    p.add_argument("--mask_prob", type=float, default=0.15, help="align: fraction masked for TLM (default: 0.15)")
-    p.add_argument("--no_tlm", action="store_true", help="align: MoCo only (Table 5, -TLM)")
-    p.add_argument("--mlm_instead_of_tlm", action="store_true", help="align: MLM on each side alone (Table 5)")
-    p.add_argument("--translate_train", action="store_true", help="finetune: also train on the translations")
-    p.add_argument("--code_switch", action="store_true", help="finetune: add (a_x, b_en) and (a_en, b_x) per "
-                   "translated pair")
-    p.add_argument("--warmup_steps", type=int, default=1000, help="finetune: linear warm-up steps, at most 10%% "
-                   "of the run (default: 1000)")
-    p.add_argument("--cls", choices=["pooler", "first"], default="first", help="finetune: sentence vector "
-                   "(default: first, the paper's [CLS] state)")
-    p.add_argument("--head_lr", type=float, help="finetune: peak lr of the new head (default: --lr, as the paper; "
-                   "a small CPU run of an encoder without a trained pooler needs more, e.g. 1e-3)")
+    add("--stage", choices=["align", "finetune", "both"], help="1: align on parallel data; 2: "
+        "fine-tune and test; both: 1, then 2 on its encoder (default: both for --data demo, else "
+        "finetune)")
+    add("--parallel", nargs="+", default=[], metavar="SPEC", help="align: SRC,TGT (line-aligned "
+        "files, English first), PAIRS.tsv (english<TAB>other) or <data>:<data_dir>:<langs|all> "
+        "(a dataset's English train with its translations; pawsx/xnli: both sentences of each "
+        "pair); --data demo: its --lang translations")
+    add("--save_dir", help="align: where the aligned encoder goes (default: <out_dir>/aligned)")
+    add("--min_len", type=at_least(0), default=10, help="align: drop pairs with a side under this "
+        "many subwords (default: 10, the paper's; demo data: 1)")
+    add("--queue", type=at_least(1), default=32000, help="align: MoCo queue size K (default: "
+        "32000)")
+    add("--momentum", type=float, default=0.999, help="align: key encoder momentum (default: "
+        "0.999)")
+    add("--temperature", type=positive, default=0.05, help="align: InfoNCE temperature (default: "
+        "0.05)")
+    add("--proj_dim", type=at_least(1), default=300, help="align: projection size D (default: 300)")
+    add("--mask_prob", type=float, default=0.15, help="align: fraction selected for TLM (default: "
+        "0.15)")
+    add("--no_tlm", action="store_true", help="align: MoCo only (Table 5, -TLM)")
+    add("--mlm_instead_of_tlm", action="store_true", help="align: MLM on each side alone (Table 5)")
+    add("--translate_train", action="store_true", help="finetune: also train on the translations")
+    add("--code_switch", action="store_true", help="finetune: add (a_x, b_en) and (a_en, b_x) per "
+        "translated pair")
+    add("--warmup_steps", type=at_least(0), default=1000, help="finetune: linear warm-up steps, at "
+        "most 10%% of the run (default: 1000)")
+    add("--cls", choices=["pooler", "first"], default="first", help="finetune: sentence vector "
+        "(default: first, the paper's [CLS] state)")
+    add("--head_lr", type=positive, help="finetune: peak lr of the new head (default: --lr, as "
+        "the paper; a small CPU run of multilingual-e5 needs e.g. 1e-3)")
     first = p.parse_known_args(argv)[0]
-    tiny = first.model == "tiny" or aligned_from(first.model).get("from") == "tiny"  # also stage 2 of the demo
-    p.set_defaults(**PAPER["demo" if tiny else "align" if first.stage == "align" else
-                           "mlqa" if first.data == "mlqa" else "finetune"])  # flags given win
-    if first.stage == "align" and first.data == "demo" and not first.parallel:
-        p.set_defaults(min_len=1)  # the demo's translations (short utterances) as the parallel data
+    stage = first.stage or ("both" if first.data == "demo" else "finetune")
+    tiny = tiny or first.model == "tiny" or aligned_from(first.model).get("from") == "tiny"
+    p.set_defaults(stage=stage, **PAPER["demo" if tiny else "align" if stage != "finetune" else
+                                        "mlqa" if first.data == "mlqa" else "finetune"])
+    if stage != "finetune" and first.data == "demo" and not first.parallel:
+        p.set_defaults(min_len=1)  # the demo's translations (short utterances) as parallel data
     args = p.parse_args(argv)
-    for k in ("epochs", "batch_size", "max_len", "log_every"):
-        if getattr(args, k) < 1:
-            p.error(f"--{k} must be at least 1, got {getattr(args, k)}")
-    if args.lr <= 0 or args.head_lr is not None and args.head_lr <= 0:
-        p.error("--lr and --head_lr must be positive")
-    if args.max_steps < 0 or args.limit_train < 0:
-        p.error("--max_steps and --limit_train must be 0 (no cap) or positive")
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", args.device):
         p.error(f"--device {args.device}: expected auto, cpu, cuda or cuda:N")
     if args.lang != "all" and any(not x.strip() for x in args.lang.split(",")):
-        p.error(f"--lang {args.lang!r}: an empty language code; give codes separated by commas, e.g. de,es")
-    if args.stage == "align" and not args.parallel and args.data != "demo":
-        p.error("--stage align needs --parallel (or --data demo, whose languages are parallel)")
-    if args.stage == "align" and args.queue % args.batch_size:
-        p.error(f"--queue {args.queue} must be a multiple of --batch_size {args.batch_size} (MoCo enqueues whole "
-                f"batches), e.g. --queue {args.queue // args.batch_size * args.batch_size or args.batch_size}")
-    if args.stage == "align" and args.no_tlm and args.mlm_instead_of_tlm:
+        p.error(f"--lang {args.lang!r}: an empty language code; give codes separated by commas")
+    if stage != "finetune" and not args.parallel and args.data != "demo":
+        p.error(f"--stage {stage} needs --parallel (or --data demo, whose languages are parallel)")
+    if stage != "finetune" and args.queue % args.batch_size:
+        p.error(f"--queue {args.queue} must be a multiple of --batch_size {args.batch_size} (MoCo "
+                "enqueues whole batches), e.g. --queue "
+                f"{args.queue // args.batch_size * args.batch_size or args.batch_size}")
+    if args.no_tlm and args.mlm_instead_of_tlm:
         p.error("--no_tlm and --mlm_instead_of_tlm exclude each other")
     if args.code_switch and not args.translate_train:
         p.error("--code_switch augments the translated pairs: add --translate_train")
-    if args.stage == "finetune" and args.data == "mlqa" and (args.translate_train or args.code_switch):
-        p.error("--data mlqa trains on English SQuAD only: --translate_train and --code_switch are not "
-                "implemented for QA")
+    if args.data == "mlqa" and (args.translate_train or args.code_switch):
+        p.error("--data mlqa trains on English SQuAD only: --translate_train and --code_switch "
+                "are not implemented for QA")
     return args
 
 
-# ---------------------------------------------------------------------------- stage 1: losses and key side
-
+# ---------------------------------------------------------------------------- stage 1: the method
 
 def moco_loss(q, k, queue, temperature=0.05):
     """InfoNCE of MoCo (Eq. 3), each query against its own key and the K queued negatives:
 
         L_MoCo = -1/B sum_i log( exp(z_q,i . z_k+,i / tau)
-                                 / (exp(z_q,i . z_k+,i / tau) + sum_{j=1..K} exp(z_q,i . n_j / tau)) )
+                   / (exp(z_q,i . z_k+,i / tau) + sum_{j=1..K} exp(z_q,i . n_j / tau)) )
 
-    q (B, D), k (B, D): L2-normalised query and key projections, row i of each from the two sides of
-    pair i; queue (K, D): normalised negatives. Computed in float32 (under bf16 autocast q and k
-    arrive in bf16, the queue is kept in float32). Returns a scalar."""
+    q (B, D), k (B, D): L2-normalised query and key projections, row i of each from the two sides
+    of pair i; queue (K, D): normalised negatives. Computed in float32 (under autocast q and k
+    arrive in half precision, the queue is kept in float32). Returns a scalar."""
     q, k, queue = q.float(), k.float(), queue.float()
     pos = (q * k).sum(-1, keepdim=True)  # (B, 1)
     neg = q @ queue.T  # (B, K)
@@ -227,12 +245,17 @@ def tlm_mask(input_ids, special_mask, mask_id, vocab_size, prob=0.15, generator=
 
 
 def tlm_loss(logits, labels):
-    """Cross-entropy over the selected positions only (L_TLM of Eq. 4): logits (..., V) and labels
-    (...) of the same leading shape, e.g. (B, T, V) / (B, T), or (N, V) / (N,) for N gathered positions."""
+    """L_TLM of Eq. 4, cross-entropy over the N selected positions only:
+
+        L_TLM = -1/N sum_{selected n} log softmax(logits_n)[label_n]
+
+    logits (..., V) and labels (...) of the same leading shape: (B, T, V) / (B, T), or (N, V) /
+    (N,) for the gathered positions."""
     if not (labels != -100).any():  # nothing selected in this batch
         return logits.sum() * 0.0
-    return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), labels.reshape(-1).to(logits.device),
-                           ignore_index=-100)
+    return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(),
+                           labels.reshape(-1).to(logits.device), ignore_index=-100)
+
 
 class MomentumKeys:
     """MoCo's key side: a momentum copy of the query encoder and its projection, which the
@@ -247,7 +270,8 @@ class MomentumKeys:
         for p in self.params():
             p.requires_grad_(False)
         g = torch.Generator().manual_seed(seed)
-        self.queue = F.normalize(torch.randn(size, dim, generator=g), dim=1).to(next(encoder.parameters()).device)
+        self.queue = F.normalize(torch.randn(size, dim, generator=g), dim=1).to(
+            next(encoder.parameters()).device)
         self.ptr, self.momentum = 0, momentum
 
     def params(self):
@@ -266,59 +290,108 @@ class MomentumKeys:
 
 
 def mlm_head(mlm):
-    """The prediction head of a Hugging Face *ForMaskedLM model (BERT: .cls, RoBERTa/XLM-R: .lm_head),
-    so that it can be applied to the selected positions only."""
+    """The prediction head of a *ForMaskedLM model (BERT: .cls, RoBERTa/XLM-R: .lm_head)."""
     for name in ("lm_head", "cls"):
         if isinstance(getattr(mlm, name, None), nn.Module):
             return getattr(mlm, name)
-    raise SystemExit(f"error: {type(mlm).__name__} has neither .lm_head nor .cls; ppa_moco_tlm.py does not know "
-                     "its MLM head")
+    raise SystemExit(f"error: {type(mlm).__name__} has neither .lm_head nor .cls; "
+                     "ppa_moco_tlm.py does not know its MLM head")
 
 
 def project(encoder, proj, enc):
-    """z = normalize(W2 ReLU(W1 normalize(h_[CLS]))), (B, D): Eq. 2 on the L2-normalised first-token state.
-    enc: a tokenizer batch (input_ids, attention_mask and, for BERT, token_type_ids) on the device."""
+    """z = normalize(W2 ReLU(W1 normalize(h_[CLS]))), (B, D): Eq. 2 on the first-token state.
+    enc: a tokenizer batch (input_ids, attention_mask, BERT: token_type_ids) on the device."""
     h = encoder(**enc).last_hidden_state[:, 0]
     return F.normalize(proj(F.normalize(h.float(), dim=-1)), dim=-1)
 
 
-# ---------------------------------------------------------------------------- optimizer (both stages)
+class QuerySide(nn.Module):
+    """What stage 1 trains: the encoder with its MLM head, and the projection. One forward gives
+    the queries and the TLM logits, so that DDP sees one forward per backward."""
 
+    def __init__(self, mlm, proj):
+        super().__init__()
+        self.mlm, self.proj = mlm, proj
+
+    def forward(self, q_batch, tlm_batch=None, sel=None):
+        q = project(self.mlm.base_model, self.proj, q_batch)  # (B, D)
+        if tlm_batch is None:
+            return q, None
+        h = self.mlm.base_model(**tlm_batch).last_hidden_state[sel]  # (N selected, d), dev. 4
+        return q, mlm_head(self.mlm)(h)  # (N, V)
+
+
+# ---------------------------------------------------------------------------- both stages
 
 def adamw(model, lr, device, head_lr=None):
     """AdamW with weight decay 0.01 on weight matrices, none on biases and LayerNorm (section 3.3);
-    with head_lr, the task model's new heads (every parameter outside model.encoder) learn at that rate."""
+    with head_lr, the new heads (every parameter outside model.encoder) learn at that rate."""
     groups = {}  # (decay?, head?) -> parameters
     for n, p in model.named_parameters():
-        groups.setdefault((p.ndim > 1, bool(head_lr) and not n.startswith("encoder.")), []).append(p)
+        head = bool(head_lr) and not n.startswith("encoder.")
+        groups.setdefault((p.ndim > 1, head), []).append(p)
     groups = [{"params": ps, "weight_decay": 0.01 if decay else 0.0, "lr": head_lr if head else lr}
               for (decay, head), ps in groups.items()]
     return torch.optim.AdamW(groups, lr=lr, fused=device.type in ("cpu", "cuda"))
 
 
 def schedule(opt, total, warmup):
-    """Linear warm-up over `warmup` steps (at most 10% of the run), then linear decay to 0 at `total`."""
+    """Linear warm-up over `warmup` steps (at most 10% of the run), then linear decay to 0."""
     warm = max(1, min(warmup, total // 10))
     return torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: s / warm if s < warm else max(0.0, (total - s) / max(1, total - warm)))
 
 
-def optimizer_step(loss, params, opt, sched, step, **parts):
-    """One update, gradients clipped at 1.0; a non-finite loss stops the run before it reaches the
-    weights (naming its `parts`, e.g. moco=..., tlm=...)."""
-    if not torch.isfinite(loss):
+def optimizer_step(loss, params, opt, sched, scaler, step, **parts):
+    """One update, gradients clipped at 1.0 (dev. 5). Without a GradScaler a non-finite loss stops
+    the run before it reaches the weights (naming its `parts`, e.g. moco=..., tlm=...); fp16's
+    scaler skips such a step instead. Returns whether the step was skipped."""
+    if not torch.isfinite(loss) and not scaler.is_enabled():
         detail = ", ".join(f"{k} {v.item()}" for k, v in parts.items())
-        raise SystemExit(f"error: step {step + 1}: the loss is {loss.item()}{f' ({detail})' if detail else ''}; "
-                         "stopping")
+        raise SystemExit(f"error: step {step + 1}: the loss is {loss.item()}"
+                         f"{f' ({detail})' if detail else ''}; stopping")
     opt.zero_grad(set_to_none=True)
-    loss.backward()
+    scaler.scale(loss).backward()  # fp16: a scaled loss keeps small gradients from 0
+    scaler.unscale_(opt)  # clip the true gradients, not the scaled ones
     torch.nn.utils.clip_grad_norm_(params, 1.0)
-    opt.step()
+    scale = scaler.get_scale()
+    scaler.step(opt)  # fp16: skipped when a gradient overflowed
+    scaler.update()
     sched.step()
+    return scaler.is_enabled() and scaler.get_scale() < scale  # the scale fell: skipped
+
+
+def share(items, run):
+    """This process's contiguous share of a global batch (dev. 8), and the weight n_mine * world /
+    n_all of its mean loss: DDP averages the processes' gradients, and these weights make that
+    average the gradient of the whole batch's mean loss (1.0 in one process)."""
+    lo, hi = len(items) * run.rank // run.world, len(items) * (run.rank + 1) // run.world
+    return items[lo:hi], (hi - lo) * run.world / len(items)
+
+
+def summed(values, run):
+    """Per-process numbers (floats) summed over every process, float64 on the CPU."""
+    t = torch.tensor(values, dtype=torch.float64)
+    if run.world > 1:  # the epoch's numbers over every process's examples, not rank 0's alone
+        t = t.to(run.device)
+        dist.all_reduce(t)
+    return t.cpu()
+
+
+@contextlib.contextmanager
+def quiet_transformers():
+    """Without transformers' load report (a table of tensors in terminal colour codes) when an MLM
+    head is loaded into an encoder checkpoint or left out of one: the run says it in one line."""
+    from transformers.utils import logging as hf_logging
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
 
 
 # ---------------------------------------------------------------------------- stage 1: alignment
-
 
 def read_parallel_specs(specs, dev_halves=False):
     """[(english, other)] from every --parallel spec, with a count per spec. A sentence-pair dataset
@@ -328,144 +401,183 @@ def read_parallel_specs(specs, dev_halves=False):
     for spec in specs:
         data, folder, langs = spec.split(":") if spec.count(":") == 2 else (None, None, None)
         if data in common.PAIR_TASKS:
-            _, english, trans, _ = common.load_task(data, folder, langs, align=True, dev_halves=dev_halves)
+            _, english, trans, _ = common.load_task(data, folder, langs, align=True,
+                                                    dev_halves=dev_halves)
             for lang, tr in trans.items():
-                got = [(s, t) for e, both in zip(english, tr) if both for s, t in zip((e.a, e.b), both)]
-                counts[f"{data}/{lang}"] = len(got)
+                counts[f"{data}/{lang}"] = len(got := [(s, t) for e, both in zip(english, tr)
+                                                       if both for s, t in zip((e.a, e.b), both)])
                 pairs += got
         elif data in common.INTENT_SLOT:
             english = common.load_split(data, folder, "en", "train")
             for lang in common.resolve_langs(langs, data, folder):  # de,es or all
                 tr = common.load_translations(data, folder, lang, english)
-                got = [(" ".join(e.words), t) for e, t in zip(english, tr) if t]
-                counts[f"{data}/{lang}"] = len(got)
+                counts[f"{data}/{lang}"] = len(got := [(" ".join(e.words), t)
+                                                       for e, t in zip(english, tr) if t])
                 pairs += got
         else:
-            got = common.read_parallel(spec.split(","))
-            counts[spec] = len(got)
+            counts[spec] = len(got := common.read_parallel(spec.split(",")))
             pairs += got
     return pairs, counts
 
 
-def align(args, parallel, out_dir, save_dir, settings, device, autocast):
+def align(args, plan, run):
     """Stage 1: MoCo + TLM on the --parallel pairs; saves the query encoder with its MLM head."""
     from transformers import AutoModelForMaskedLM
-
-    # data: the pairs, and the paper's length filter (each side >= --min_len subwords, the pair <= --max_len)
+    # data: the pairs, and the paper's length filter (each side >= --min_len, the pair <= --max_len)
     try:
-        pairs, counts = read_parallel_specs(parallel, args.dev_halves)
+        pairs, counts = read_parallel_specs(plan["parallel"], args.dev_halves)
     except common.DataError as e:
         raise SystemExit(f"error: {e}") from None
-    enc, tok = common.load_encoder(args.model, [s for p in pairs for s in p], out_dir, args.max_len)
+    enc, tok = common.load_encoder(args.model, [s for p in pairs for s in p], plan["out_dir"],
+                                   args.max_len)
     path = enc.name_or_path  # loaded again below, with its MLM head
     del enc
     kept = [(a, b) for a, b in pairs if len(tok(a, b)["input_ids"]) <= args.max_len
             and min(map(len, tok([a, b], add_special_tokens=False)["input_ids"])) >= args.min_len]
-    common.log(f"parallel pairs: {counts} | length filter: kept {len(kept)} of {len(pairs)} pairs (each side "
-               f">= {args.min_len} subwords, pair <= {args.max_len})")
+    common.log(f"parallel pairs: {counts} | length filter: kept {len(kept)} of {len(pairs)} pairs "
+               f"(each side >= {args.min_len} subwords, pair <= {args.max_len})")
     if len(kept) < args.batch_size:
-        raise SystemExit(f"error: {len(kept)} pairs after the length filter, fewer than one batch of "
-                         f"{args.batch_size}")
+        raise SystemExit(f"error: {len(kept)} pairs after the length filter, fewer than one batch "
+                         f"of {args.batch_size}")
 
-    # model: the query encoder with its MLM head, the projection, the momentum key side (copied in eval
-    # mode: no dropout) and its queue; AdamW, 10% warm-up, then linear decay
-    mlm, info = AutoModelForMaskedLM.from_pretrained(path, output_loading_info=True)
-    mlm, encoder, head = mlm.to(device), mlm.base_model, mlm_head(mlm)
-    common.log("MLM head: " + (f"new, {len(info['missing_keys'])} tensors initialised (the checkpoint has none)"
-                               if info["missing_keys"] else "from the checkpoint"))
+    # model: the query encoder with its MLM head, the projection, the momentum key side (copied in
+    # eval mode: no dropout, dev. 2) and its queue; AdamW, 10% warm-up, then linear decay
+    with quiet_transformers():
+        mlm, info = AutoModelForMaskedLM.from_pretrained(path, output_loading_info=True)
+    mlm, encoder, new = mlm.to(run.device), mlm.base_model, len(info["missing_keys"])
+    common.log(f"MLM head: new, {new} tensors initialised (the encoder has none; dev. 4)" if new
+               else "MLM head: from the checkpoint")
     h = encoder.config.hidden_size
-    proj = nn.Sequential(nn.Linear(h, h), nn.ReLU(), nn.Linear(h, args.proj_dim)).to(device)
+    proj = nn.Sequential(nn.Linear(h, h), nn.ReLU(), nn.Linear(h, args.proj_dim)).to(run.device)
     keys = MomentumKeys(encoder, proj, args.queue, args.proj_dim, args.momentum, args.seed)
-    params = [*mlm.parameters(), *proj.parameters()]
-    opt = adamw(nn.ModuleList([mlm, proj]), args.lr, device)
-    per_epoch = len(kept) // args.batch_size  # whole batches only: the queue takes B keys at a time
+    query = QuerySide(mlm, proj)
+    opt = adamw(query, args.lr, run.device)
+    scaler = torch.amp.GradScaler(run.device.type, enabled=run.dtype == "float16")  # off: no-op
+    net = query if run.world == 1 else nn.parallel.DistributedDataParallel(
+        query, device_ids=[run.device] if run.device.type == "cuda" else None,
+        find_unused_parameters=args.no_tlm)  # averages the gradients; --no_tlm: the head idles
+    per_epoch = len(kept) // args.batch_size  # whole batches only: the queue takes B keys (dev. 3)
     total = args.epochs * per_epoch
     total = min(total, args.max_steps) if args.max_steps else total
     sched = schedule(opt, total, total // 10)
     special = torch.tensor(sorted(set(tok.all_special_ids)))  # never masked
-    segments = getattr(encoder.config, "type_vocab_size", 1) > 1 and "token_type_ids" in tok.model_input_names
+    segments = getattr(encoder.config, "type_vocab_size", 1) > 1 and \
+        "token_type_ids" in tok.model_input_names
     as_batch = dict(truncation=True, max_length=args.max_len, padding=True, return_tensors="pt",
-                    return_token_type_ids=segments)  # BERT: segment 1 on the second sentence of a TLM pair
+                    return_token_type_ids=segments)  # BERT: segment 1 on a TLM pair's second half
     gen, rng = torch.Generator().manual_seed(args.seed), random.Random(args.seed)
     mlm.train()
 
-    history, step, t0 = [], 0, time.time()
+    # training. A step takes B pairs (english, other) of the shuffled pairs; this process encodes
+    # its share of B/world (dev. 8). Per pair a coin picks the query side: the query encoder reads
+    # the q texts, z_q (B, D); the key encoder the k texts, z_k (B, D). TLM reads the pairs "q k"
+    # as one input (B, T) with ~15% of the subwords selected (labels: the original id there, -100
+    # elsewhere); the MLM head gives (N selected, V) logits. MoCo's loss rises while acc@1 climbs:
+    # the queue starts as random unit vectors, easy negatives, replaced by keys of real sentences,
+    # harder ones, while the encoder learns to tell the own key from them.
+    common.log("MoCo: the queue starts as random vectors, easy negatives; as keys of real "
+               "sentences replace them the loss rises, while acc@1 still climbs")
+    history, step, skipped, t0 = [], 0, 0, time.time()
     for epoch in range(1, args.epochs + 1):
         rng.shuffle(kept)
-        sums = np.zeros(4)  # moco, tlm, acc@1, steps
+        sums = [0.0] * 4  # moco, tlm, acc@1, steps
         for s in range(0, per_epoch * args.batch_size, args.batch_size):
             chunk = kept[s:s + args.batch_size]
-            swap = [rng.random() < 0.5 for _ in chunk]  # random input shuffling: who is query, who is key
-            q_txt = [b if w else a for (a, b), w in zip(chunk, swap)]
-            k_txt = [a if w else b for (a, b), w in zip(chunk, swap)]
-            with autocast:
-                q = project(encoder, proj, tok(q_txt, **as_batch).to(device))
+            # ---- PPA: random input shuffling, drawn for the whole batch in every process
+            swap = [rng.random() < 0.5 for _ in chunk]
+            q_all = [b if w else a for (a, b), w in zip(chunk, swap)]
+            k_all = [a if w else b for (a, b), w in zip(chunk, swap)]
+            (q_txt, _), (k_txt, _), (rows, _) = (share(x, run) for x in (q_all, k_all,
+                                                                          range(len(chunk))))
+            tlm, rows = None, list(rows)
+            if not args.no_tlm:  # the pair in the shuffled order (Table 5's MLM: each side alone)
+                batch = tok(q_all + k_all, **as_batch) if args.mlm_instead_of_tlm else \
+                    tok(q_all, k_all, **as_batch)
+                ids = batch["input_ids"]  # masked for the whole batch: the same in every process
+                batch["input_ids"], labels = tlm_mask(ids, torch.isin(ids, special),
+                                                      tok.mask_token_id, len(tok), args.mask_prob,
+                                                      gen)
+                if args.mlm_instead_of_tlm:  # rows i and B + i: the two sides of pair i
+                    rows += [len(chunk) + i for i in rows]
+                sel = labels[rows] != -100  # the head on the selected positions only (dev. 4)
+                weight = sel.sum().item() * run.world / max((labels != -100).sum().item(), 1)
+                tlm = ({k: v[rows].to(run.device) for k, v in batch.items()}, sel.to(run.device))
+            with run.autocast:
+                q, logits = net(dict(tok(q_txt, **as_batch).to(run.device)), *(tlm or ()))
             with torch.no_grad():
-                keys.update(encoder, proj)  # momentum update, then the keys
-                with autocast:
-                    k = project(keys.encoder, keys.proj, tok(k_txt, **as_batch).to(device))
-            loss_moco = moco_loss(q, k, keys.queue, args.temperature)
-            with torch.no_grad():  # MoCo's acc@1: the own key scores above every queued negative
-                acc = ((q * k).float().sum(-1) > (q.float() @ keys.queue.T).max(1).values).float().mean()
-            loss_tlm = torch.zeros((), device=device)
-            if not args.no_tlm:  # the pair concatenated in the shuffled order (Table 5's MLM: each side alone)
-                batch = tok(q_txt + k_txt, **as_batch) if args.mlm_instead_of_tlm else \
-                    tok(q_txt, k_txt, **as_batch)
-                ids = batch["input_ids"]
-                batch["input_ids"], labels = tlm_mask(ids, torch.isin(ids, special), tok.mask_token_id, len(tok),
-                                                      args.mask_prob, gen)
-                sel = labels != -100  # the head on the ~15% selected positions only
-                with autocast:
-                    logits = head(encoder(**batch.to(device)).last_hidden_state[sel.to(device)])
-                loss_tlm = tlm_loss(logits, labels[sel])
+                keys.update(encoder, proj)  # momentum update, then the keys (dev. 1, 2)
+                with run.autocast:
+                    k = project(keys.encoder, keys.proj, tok(k_txt, **as_batch).to(run.device))
+            loss_moco = moco_loss(q, k, keys.queue, args.temperature)  # own keys + shared queue
+            with torch.no_grad():  # MoCo's acc@1: the own key above every queued negative
+                acc = ((q * k).float().sum(-1) > (q.float() @ keys.queue.T).max(1).values)
+                acc = acc.float().mean()
+            loss_tlm = torch.zeros((), device=run.device)
+            if tlm is not None:  # weighted: the mean over the whole batch's selected positions
+                loss_tlm = tlm_loss(logits, labels[rows][sel]) * weight
             loss = loss_moco + loss_tlm  # Eq. 4
-            optimizer_step(loss, params, opt, sched, step, moco=loss_moco, tlm=loss_tlm)
+            # ---- end PPA
+            skipped += optimizer_step(loss, list(query.parameters()), opt, sched, scaler, step,
+                                      moco=loss_moco, tlm=loss_tlm)
+            # ---- PPA: every process's keys, in batch order, into the queue (dev. 8)
+            if run.world > 1:
+                k = k.detach().float().contiguous()
+                got = [torch.empty_like(k) for _ in range(run.world)]
+                dist.all_gather(got, k)  # no gradient: keys are constants
+                k = torch.cat(got)
             keys.enqueue(k)
+            # ---- end PPA
             step += 1
-            sums += [loss_moco.item(), loss_tlm.item(), acc.item(), 1]
+            sums = [a + b for a, b in zip(sums, [loss_moco.item(), loss_tlm.item(), acc.item(), 1])]
             if step % args.log_every == 0 or step == total:
                 el = time.time() - t0
                 common.log(f"step {step}/{total} epoch {epoch} | moco {loss_moco.item():.4f} acc@1 "
-                           f"{acc.item():.2f} tlm {loss_tlm.item():.4f} | lr {sched.get_last_lr()[0]:.2e} | "
-                           f"{step * args.batch_size / el:.1f} pairs/s | "
-                           f"eta {el / step * (total - step) / 60:.1f} min")
+                           f"{acc.item():.2f} tlm {loss_tlm.item():.4f} | lr "
+                           f"{sched.get_last_lr()[0]:.2e} | {step * args.batch_size / el:.1f} "
+                           f"pairs/s | eta {el / step * (total - step) / 60:.1f} min"
+                           + (f" | skipped {skipped}" if scaler.is_enabled() else ""))
             if step >= total:
                 break
-        n = max(sums[3], 1)
-        history.append({"epoch": epoch, "moco": sums[0] / n, "tlm": sums[1] / n, "moco_acc": sums[2] / n})
-        common.log(f"epoch {epoch} | mean moco {sums[0] / n:.4f} acc@1 {sums[2] / n:.3f} tlm {sums[1] / n:.4f}")
+        sums = summed(sums, run).tolist()  # over every process: the means of the whole batches
+        history.append({"epoch": epoch, **{k: sums[i] / max(sums[3], 1) for i, k in
+                                           enumerate(("moco", "tlm", "moco_acc"))}})
+        common.log("epoch {epoch} | mean moco {moco:.4f} acc@1 {moco_acc:.3f} tlm {tlm:.4f}"
+                   .format(**history[-1]))
         if step >= total:
             break
 
-    # the aligned query encoder: a normal HF folder (AutoModel.from_pretrained(save_dir) reads the encoder)
-    mlm.save_pretrained(save_dir)
-    tok.save_pretrained(save_dir)
-    variant = "ppa" + ("-no_tlm" if args.no_tlm else "-mlm" if args.mlm_instead_of_tlm else "")
-    (Path(save_dir) / "ppa_align.json").write_text(json.dumps(  # tells stage 2 what it fine-tunes
-        {"variant": variant, "from": args.model, "steps": step, "pairs_kept": len(kept), "args": settings},
-        indent=2, default=str))
-    common.log(f"saved the aligned query encoder to {save_dir} (use --model {save_dir})")
-    path = common.save_results(out_dir, "ppa_align", settings, {}, history=history, steps=step, pairs=counts,
-                               pairs_kept=len(kept), save_dir=save_dir, wall_s=time.time() - t0,
-                               peak_memory_mb=common.peak_memory_mb(device))
-    common.log(f"wrote {path}")
+    # the aligned query encoder, a normal HF folder that AutoModel.from_pretrained reads, and
+    # results.json: written by the first process, the others wait
+    if run.main:
+        mlm.save_pretrained(plan["save_dir"])
+        tok.save_pretrained(plan["save_dir"])
+        (Path(plan["save_dir"]) / "ppa_align.json").write_text(json.dumps(  # read by stage 2
+            {"variant": plan["variant"], "from": args.model, "steps": step,
+             "pairs_kept": len(kept), "args": plan["settings"]}, indent=2, default=str))
+        common.log(f"saved the aligned query encoder to {plan['save_dir']} (use --model "
+                   f"{plan['save_dir']})")
+        path = common.save_results(
+            plan["out_dir"], "ppa_align", plan["settings"], {}, __file__, history=history,
+            steps=step, pairs=counts, pairs_kept=len(kept), save_dir=plan["save_dir"],
+            world_size=run.world, dtype=run.dtype, skipped_steps=int(skipped),
+            wall_s=time.time() - t0, peak_memory_mb=common.peak_memory_mb(run.device))
+        common.log(f"wrote {path}")
+    common.barrier()
     return history
 
 
 # ---------------------------------------------------------------------------- stage 2: fine-tuning
 
-
 def aligned_from(model):
-    """The ppa_align.json that stage 1 writes beside an aligned encoder ({} for any other --model)."""
+    """The ppa_align.json that stage 1 writes beside an aligned encoder ({} for any other)."""
     marker = Path(model).expanduser() / "ppa_align.json"
     return json.loads(marker.read_text()) if marker.is_file() else {}
 
 
 def finetune_items(args, tok, train, trans, labels):
     """Groups of encoded training items, one group per English example: the example, then (with
-    --translate_train) each translation, then (with --code_switch, pairs only) the two mixed pairs."""
-    groups = []
-    where = f"{args.data}/{args.train_lang}/train"
+    --translate_train) each translation, then (--code_switch, pairs only) the two mixed pairs."""
+    groups, where = [], f"{args.data}/{args.train_lang}/train"
     for i, ex in enumerate(train):
         group = [common.encode(tok, ex, labels, args.max_len, where)]
         for lang, t in trans.items():
@@ -473,8 +585,8 @@ def finetune_items(args, tok, train, trans, labels):
                 continue
             if isinstance(ex, common.Pair):
                 variants = [t[i]] + ([(t[i][0], ex.b), (ex.a, t[i][1])] if args.code_switch else [])
-                group += [common.encode(tok, common.Pair(ex.id, a, b, ex.label), labels, args.max_len, where)
-                          for a, b in variants]
+                group += [common.encode(tok, common.Pair(ex.id, a, b, ex.label), labels,
+                                        args.max_len, where) for a, b in variants]
             else:  # an utterance: its translation with the English intent
                 x = common.Example(ex.id, t[i].split(), ex.intent, ["O"] * len(t[i].split()))
                 group.append(common.encode(tok, x, labels, args.max_len, where))
@@ -498,185 +610,229 @@ def group_batches(groups, batch_size, rng):
     return out + ([cur] if cur else [])
 
 
-def finetune(args, method, data_dir, out_dir, settings, device, autocast):
-    """Stage 2: sentence-pair or intent classification, English (+ translations), tested zero-shot."""
+def finetune(args, plan, run):
+    """Stage 2: sentence-pair or intent classification on English (+ translations), or QA on
+    SQuAD; tested in every language zero-shot."""
+    qa, quiet = args.data == "mlqa", quiet_transformers if aligned_from(args.model) else \
+        contextlib.nullcontext  # stage 1's folder: no report on its MLM head left out
     try:
-        langs, train, trans, evals = common.load_task(args.data, data_dir, args.lang, args.train_lang,
-                                                      args.limit_train, args.translate_train, args.dev_halves)
-        enc, tok = common.load_encoder(args.model, common.texts_of(train, trans, evals), out_dir, args.max_len)
-        labels = common.Labels.from_train(args.data, train)
-        groups = finetune_items(args, tok, train, trans, labels)
-        evals = common.encode_evals(tok, evals, labels, args.max_len, args.data)
+        if qa:
+            langs = [x for x in args.lang.split(",") if x and x != "en"]
+            train = common.load_qa(plan["data_dir"], args.train_lang, "train")
+            if 0 < args.limit_train < len(train):
+                train = [train[i] for i in sorted(random.Random(0).sample(range(len(train)),
+                                                                           args.limit_train))]
+            evals = {x: {s: common.eval_subset(common.load_qa(plan["data_dir"], x, s),
+                                               args.max_eval) for s in ("dev", "test")}
+                     for x in ["en", *langs]}
+            texts = [t for ex in train for t in (ex.question, ex.context)]
+        else:
+            langs, train, trans, evals = common.load_task(
+                args.data, plan["data_dir"], args.lang, args.train_lang, args.limit_train,
+                args.translate_train, args.dev_halves, args.max_eval)
+            texts = common.texts_of(train, trans, evals)
+        with quiet():
+            enc, tok = common.load_encoder(args.model, texts, plan["out_dir"], args.max_len)
+        if not qa:
+            labels = common.Labels.from_train(args.data, train)
+            groups = finetune_items(args, tok, train, trans, labels)
+            evals = common.encode_evals(tok, evals, labels, args.max_len, args.data)
     except common.DataError as e:  # bad input: one line naming the file and line
         raise SystemExit(f"error: {e}") from None
+    if aligned_from(args.model):
+        common.log(f"encoder: stage 1's ({aligned_from(args.model)['variant']}), its MLM head "
+                   "left out")
     for note in common.notes():
         common.log(f"data note: {note}")
-    common.log(f"train {len(groups)} {args.train_lang} examples, {sum(map(len, groups))} items with translations/"
-               f"code-switching | {len(labels.intents)} classes")
-    model = common.TaskModel(enc, len(labels.intents), 0, args.cls).to(device)
-    opt = adamw(model, args.lr, device, args.head_lr)
-    # every epoch's batches, drawn up front: groups are kept whole, so there can be fewer batches than
-    # ceil(items / batch size), and the linear decay must end at the last step actually taken
-    rng = random.Random(args.seed)
-    epochs = [group_batches(groups, args.batch_size, rng) for _ in range(args.epochs)]
+    pad, rng = tok.pad_token_id, random.Random(args.seed)
+    if qa:  # windows of the contexts, the answer's first and last token in each (<s>: none)
+        feats = [f for f in common.qa_features(tok, train, args.max_len)
+                 if f["start"] or train[f["example"]].answers]
+        evals = {x: {s: (exs, common.qa_features(tok, exs, args.max_len))
+                     for s, exs in d.items()} for x, d in evals.items()}
+        common.log(f"train {len(train)} questions, {len(feats)} windows")
+        model = common.QAModel(enc).to(run.device)
+    else:
+        common.log(f"train {len(groups)} {args.train_lang} examples, {sum(map(len, groups))} "
+                   f"items with translations/code-switching | {len(labels.intents)} classes")
+        model = common.TaskModel(enc, len(labels.intents), 0, args.cls).to(run.device)
+    opt = adamw(model, args.lr, run.device, args.head_lr)
+    scaler = torch.amp.GradScaler(run.device.type, enabled=run.dtype == "float16")  # off: no-op
+    net = model if run.world == 1 else nn.parallel.DistributedDataParallel(
+        model, device_ids=[run.device] if run.device.type == "cuda" else None)
+    # every epoch's batches, drawn up front: groups are kept whole (dev. 6), so there can be fewer
+    # batches than ceil(items / batch size), and the decay must end at the last step taken
+    epochs = []
+    for _ in range(args.epochs):
+        if qa:
+            rng.shuffle(feats)
+        epochs.append([feats[s:s + args.batch_size] for s in range(0, len(feats), args.batch_size)]
+                      if qa else group_batches(groups, args.batch_size, rng))
+    if run.world > 1:  # every process needs a share of every batch (dev. 8)
+        epochs = [[b for b in bs if len(b) >= run.world] for bs in epochs]
     total = sum(map(len, epochs))
     total = min(total, args.max_steps) if args.max_steps else total
     sched = schedule(opt, total, args.warmup_steps)
 
+    def loss_of(items):
+        """The batch's mean loss. Classification: input_ids, attention_mask (B, T), intent (B,)
+        (the class; XNLI/PAWS-X: the pair's), BERT pairs: token_type_ids; the model returns
+        (CLS (B, d), logits (B, C), None, states). QA: B windows "<s> question </s></s> context
+        </s>" (B, T) and the gold start and end; the model returns start, end logits (B, T)."""
+        if qa:
+            T = max(len(f["input_ids"]) for f in items)
+            ids = torch.tensor([f["input_ids"] + [pad] * (T - len(f["input_ids"])) for f in items],
+                               device=run.device)
+            with run.autocast:
+                st, en = net(ids, (ids != pad).long())
+            gold = torch.tensor([[f["start"], f["end"]] for f in items], device=run.device)
+            return (F.cross_entropy(st, gold[:, 0]) + F.cross_entropy(en, gold[:, 1])) / 2
+        b = common.collate(items, pad)
+        types = b["token_type_ids"].to(run.device) if "token_type_ids" in b else None
+        with run.autocast:
+            _, logits, _, _ = net(b["input_ids"].to(run.device), b["attention_mask"].to(run.device),
+                                  types)
+        return F.cross_entropy(logits.float(), b["intent"].to(run.device))
+
+    def evaluate(x, split):
+        if qa:
+            return common.qa_evaluate(model, *evals[x][split], x, pad, run.device, run.autocast)
+        return common.evaluate(model, *evals[x][split], labels, pad, run.device, run.autocast)
+
+    # training, with dev evaluation after every epoch; --select_on keeps the best epoch's weights
     watch = ["en"] if args.select_on == "en" else [x for x in langs if x != "en"] or ["en"]
     history, best = [], None  # best: (dev accuracy, epoch, weights on the CPU)
-    step, seen, t_train, t_start = 0, 0, 0.0, time.time()
+    step, seen, skipped, t_train, t_start = 0, 0, 0, 0.0, time.time()
     for epoch, batches in enumerate(epochs, 1):
         t0, losses = time.time(), []
         for items in batches:
-            b = common.collate(items, tok.pad_token_id)
-            types = b["token_type_ids"].to(device) if "token_type_ids" in b else None  # BERT: segments of a pair
-            with autocast:
-                _, logits, _, _ = model(b["input_ids"].to(device), b["attention_mask"].to(device), types)
-            loss = F.cross_entropy(logits.float(), b["intent"].to(device))
-            optimizer_step(loss, model.parameters(), opt, sched, step)
+            mine, weight = share(items, run)  # (dev. 8)
+            loss = loss_of(mine) * weight
+            skipped += optimizer_step(loss, model.parameters(), opt, sched, scaler, step)
             step, seen = step + 1, seen + len(items)
             losses.append(loss.item())
             if step % args.log_every == 0 or step == total:
                 el = t_train + time.time() - t0
-                common.log(f"step {step}/{total} epoch {epoch} | task {loss.item():.4f} | lr "
-                           f"{sched.get_last_lr()[0]:.2e} | {seen / el:.1f} ex/s | "
-                           f"eta {el / step * (total - step) / 60:.1f} min")
+                common.log(f"step {step}/{total} epoch {epoch} | {'qa' if qa else 'task'} "
+                           f"{loss.item():.4f} | lr {sched.get_last_lr()[0]:.2e} | "
+                           f"{seen / el:.1f} ex/s | eta {el / step * (total - step) / 60:.1f} min"
+                           + (f" | skipped {skipped}" if scaler.is_enabled() else ""))
             if step >= total:
                 break
         t_train += time.time() - t0
-        dev = {x: common.evaluate(model, *evals[x]["dev"], labels, tok.pad_token_id, device, autocast)
-               for x in evals}
-        history.append({"epoch": epoch, "train_task_loss": float(np.mean(losses)), "dev": dev})
-        common.log_metrics(f"epoch {epoch} dev", dev)
-        score = sum(dev[x]["accuracy"] for x in watch) / len(watch)
-        if args.select_on != "last" and (best is None or score > best[0]):
-            best = (score, epoch, {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()})
+        mean = summed([float(np.mean(losses))], run)[0].item() / run.world
+        if run.main:
+            dev = {x: evaluate(x, "dev") for x in evals}
+            history.append({"epoch": epoch, "train_task_loss": mean, "dev": dev})
+            common.log_metrics(f"epoch {epoch} dev", dev)
+            score = 0 if qa else sum(dev[x]["accuracy"] for x in watch) / len(watch)
+            if args.select_on != "last" and not qa and (best is None or score > best[0]):
+                best = (score, epoch, {k: v.detach().to("cpu", copy=True)
+                                       for k, v in model.state_dict().items()})
+        common.barrier()
         if step >= total:
             break
 
-    # the reported model: test in every language, results.json
+    # the reported model (rank 0): test in every language, results.json
+    if not run.main:
+        return None
     if best is not None:
         common.log(f"restoring epoch {best[1]} (best {args.select_on} dev accuracy {best[0]:.2f})")
         model.load_state_dict(best[2])
     picked = best[1] if best else epoch
     dev = next(h["dev"] for h in history if h["epoch"] == picked)  # evaluation is deterministic
-    metrics = {x: {"dev": dev[x], "test": common.evaluate(model, *evals[x]["test"], labels, tok.pad_token_id,
-                                                          device, autocast)} for x in evals}
+    metrics = {x: {"dev": dev[x], "test": evaluate(x, "test")} for x in evals}
     common.log_metrics("final", metrics)
-    path = common.save_results(out_dir, method, settings, metrics, history=history, selected_epoch=picked,
-                               peak_memory_mb=common.peak_memory_mb(device), steps=step, world_size=1,
-                               train_examples_seen=seen, train_examples_per_s=seen / max(t_train, 1e-9),
-                               wall_s=time.time() - t_start)
-    common.log(f"wrote {path}")
-    return metrics
-
-
-# ---------------------------------------------------------------------------- stage 2: extractive QA
-
-
-def finetune_qa(args, method, data_dir, out_dir, settings, device, autocast):
-    """Stage 2 for QA: SQuAD v1.1 (English) training, MLQA evaluation per language (F1, exact match)."""
-    langs = [x for x in args.lang.split(",") if x and x != "en"]
-    try:
-        train = common.load_qa(data_dir, args.train_lang, "train")
-        if 0 < args.limit_train < len(train):
-            train = [train[i] for i in sorted(random.Random(0).sample(range(len(train)), args.limit_train))]
-        evals = {x: {s: common.load_qa(data_dir, x, s) for s in ("dev", "test")} for x in ["en", *langs]}
-    except common.DataError as e:
-        raise SystemExit(f"error: {e}") from None
-    enc, tok = common.load_encoder(args.model, [t for ex in train for t in (ex.question, ex.context)], out_dir,
-                                   args.max_len)
-    for note in common.notes():
-        common.log(f"data note: {note}")
-    feats = [f for f in common.qa_features(tok, train, args.max_len) if f["start"] or train[f["example"]].answers]
-    evals = {x: {s: (exs, common.qa_features(tok, exs, args.max_len)) for s, exs in d.items()}
-             for x, d in evals.items()}
-    common.log(f"train {len(train)} questions, {len(feats)} windows")
-    model = common.QAModel(enc).to(device)
-    opt = adamw(model, args.lr, device, args.head_lr)
-    total = args.epochs * math.ceil(len(feats) / args.batch_size)
-    total = min(total, args.max_steps) if args.max_steps else total
-    sched = schedule(opt, total, args.warmup_steps)
-    rng, pad = random.Random(args.seed), tok.pad_token_id
-
-    history, step, t_start = [], 0, time.time()
-    for epoch in range(1, args.epochs + 1):
-        rng.shuffle(feats)
-        losses = []
-        for s in range(0, len(feats), args.batch_size):
-            chunk = feats[s:s + args.batch_size]
-            T = max(len(f["input_ids"]) for f in chunk)
-            ids = torch.tensor([f["input_ids"] + [pad] * (T - len(f["input_ids"])) for f in chunk], device=device)
-            with autocast:
-                st, en = model(ids, (ids != pad).long())
-            gold = torch.tensor([[f["start"], f["end"]] for f in chunk], device=device)  # (B, 2)
-            loss = (F.cross_entropy(st, gold[:, 0]) + F.cross_entropy(en, gold[:, 1])) / 2
-            optimizer_step(loss, model.parameters(), opt, sched, step)
-            step += 1
-            losses.append(loss.item())
-            if step % args.log_every == 0 or step == total:
-                common.log(f"step {step}/{total} epoch {epoch} | qa {loss.item():.4f} | "
-                           f"lr {sched.get_last_lr()[0]:.2e}")
-            if step >= total:
-                break
-        dev = {x: common.qa_evaluate(model, *d["dev"], x, pad, device, autocast) for x, d in evals.items()}
-        history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "dev": dev})
-        common.log_metrics(f"epoch {epoch} dev", dev)
-        if step >= total:
-            break
-
-    # the last epoch's model: dev and test in every language, results.json
-    metrics = {x: {s: common.qa_evaluate(model, *v, x, pad, device, autocast) for s, v in d.items()}
-               for x, d in evals.items()}
-    common.log_metrics("final", metrics)
-    path = common.save_results(out_dir, method, settings, metrics, history=history, steps=step,
-                               selected_epoch=len(history), wall_s=time.time() - t_start,
-                               peak_memory_mb=common.peak_memory_mb(device), world_size=1)
+    path = common.save_results(
+        plan["out_dir"], plan["method"], plan["settings"], metrics, __file__, history=history,
+        selected_epoch=picked, peak_memory_mb=common.peak_memory_mb(run.device), steps=step,
+        world_size=run.world, dtype=run.dtype, skipped_steps=int(skipped),
+        train_examples_seen=seen, train_examples_per_s=seen / max(t_train, 1e-9),
+        wall_s=time.time() - t_start)
     common.log(f"wrote {path}")
     return metrics
 
 
 # ---------------------------------------------------------------------------- main
 
-
-def main(argv=None):
-    args = parse_args(argv)
-    data_dir = args.data_dir or (str(common.DEMO_DIR) if args.data == "demo" else f"data/{args.data}")
-    demo_pairs = args.stage == "align" and not args.parallel  # --data demo: its translations, paired by id
+def plan_of(args, variant=None):
+    """Where one stage reads and writes, and its name: stage 2's results are named after the
+    encoder (stage 1's variant ppa, ppa-no_tlm, ppa-mlm, or finetune) and its options."""
+    data_dir = args.data_dir or (str(common.DEMO_DIR) if args.data == "demo" else
+                                 f"data/{args.data}")
+    demo_pairs = not args.parallel  # --data demo: its translations, paired by id
     parallel = [f"demo:{data_dir}:{args.lang}"] if demo_pairs else args.parallel
-    # stage 2's results are named after the encoder: stage 1's variant (ppa, ppa-no_tlm, ppa-mlm) or finetune
-    method = "ppa_align" if args.stage == "align" else (aligned_from(args.model).get("variant", "finetune")
-              + "+translate_train" * args.translate_train + "+code_switch" * args.code_switch
-              + "_qa" * (args.data == "mlqa"))
+    own = "ppa" + ("-no_tlm" if args.no_tlm else "-mlm" if args.mlm_instead_of_tlm else "")
+    method = "ppa_align" if args.stage == "align" else (
+        (variant or aligned_from(args.model).get("variant", "finetune"))
+        + "+translate_train" * args.translate_train + "+code_switch" * args.code_switch
+        + "_qa" * (args.data == "mlqa"))
     out_dir = args.out_dir or (f"runs/ppa/align-s{args.seed}" if args.stage == "align" else
                                common.default_out_dir("ppa", args))
     save_dir = args.save_dir or str(Path(out_dir) / "aligned")
-    settings = {**vars(args), "data_dir": data_dir, "out_dir": out_dir, "save_dir": save_dir,
-                "parallel": parallel}  # as used
+    settings = {**vars(args), "data_dir": data_dir, "out_dir": out_dir}  # as used
+    if args.stage == "align":
+        settings.update(save_dir=save_dir, parallel=parallel)
+    return dict(data_dir=data_dir, parallel=parallel, variant=own, method=method, out_dir=out_dir,
+                save_dir=save_dir, settings=settings)
 
-    # setup: the commit, one process, device, seeds, bf16 autocast
-    common.git_commit()  # the commit this run starts from, for results.json
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise SystemExit("error: ppa_moco_tlm.py runs on one process (the MoCo queue is not gathered "
-                         "across processes)")
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          "cpu" if args.device == "auto" else args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit(f"error: --device {args.device}: this torch ({torch.__version__}) sees no CUDA GPU")
+
+def stage(args, plan, run):
+    """Run one stage, seeded the same way whether it runs alone or after stage 1."""
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
-    bf16 = args.amp if args.amp is not None else device.type == "cuda" and torch.cuda.is_bf16_supported()
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
-    common.check_out_dir(settings)  # never replace a results.json made with other settings
-    common.log(f"{method} | stage {args.stage} | device {device} | bf16 autocast {bf16}\nargs {settings}")
+    common.log(f"{plan['method']} | stage {args.stage} | device {run.device} | dtype {run.dtype} "
+               f"| processes {run.world}\nargs {plan['settings']}")
+    return (align if args.stage == "align" else finetune)(args, plan, run)
 
-    if args.stage == "align":
-        return align(args, parallel, out_dir, save_dir, settings, device, autocast)
-    if args.data == "mlqa":
-        return finetune_qa(args, method, data_dir, out_dir, settings, device, autocast)
-    return finetune(args, method, data_dir, out_dir, settings, device, autocast)
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parse_args(argv)
+    # --stage both: stage 1's command, then stage 2's on the encoder it saves (flags given win)
+    if args.stage == "both":
+        out_dir = args.out_dir or common.default_out_dir("ppa", args)
+        one = parse_args([*argv, "--stage", "align", "--out_dir", str(Path(out_dir) / "align")])
+        p1 = plan_of(one)
+        two = parse_args([*argv, "--stage", "finetune", "--model", p1["save_dir"], "--out_dir",
+                          out_dir], tiny=args.model == "tiny")
+        stages = [(one, p1), (two, plan_of(two, variant=p1["variant"]))]
+    else:
+        stages = [(args, plan_of(args))]
+
+    # setup: one process per GPU under torchrun (WORLD_SIZE set), else one process
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          "cpu" if args.device == "auto" else args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"error: --device {args.device}: this torch sees no CUDA GPU")
+    if any(a.batch_size % world for a, _ in stages):
+        raise SystemExit(f"error: --batch_size: not divisible by {world} processes")
+    if world > 1:
+        if not dist.is_initialized():  # (already started when a test runs several mains at once)
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+            torch.cuda.set_device(device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    # precision (dev. 9): bf16 has fp32's range, so it needs no loss scaling; fp16 does
+    dtype = args.dtype if args.dtype != "auto" else "float32" if device.type != "cuda" else \
+        "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+    autocast = contextlib.nullcontext() if dtype == "float32" else \
+        torch.autocast(device.type, dtype=getattr(torch, dtype))
+    rank = dist.get_rank() if world > 1 else 0
+    run = argparse.Namespace(device=device, dtype=dtype, autocast=autocast, world=world,
+                             rank=rank, main=rank == 0)  # only rank 0 evaluates and writes
+    for a, plan in stages:  # before loading: a bad --out_dir fails now, not after training
+        common.check_out_dir(plan["settings"], __file__)
+    for a, plan in stages:
+        out = stage(a, plan, run)
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return out
 
 
 if __name__ == "__main__":

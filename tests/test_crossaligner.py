@@ -141,3 +141,45 @@ def test_defaults_and_errors():
         ca.parse_args(["--data", "pawsx"])  # CrossAligner needs slot labels
     with pytest.raises(SystemExit):
         ca.parse_args(["--aux", "ca", "--train_lang", "de"])
+
+
+def test_crossaligner_loss_refuses_more_subwords_than_max_len():
+    head = torch.nn.Linear(3 * 2, 2)
+    logits, mask, y = torch.zeros(1, 4, 2), torch.ones(1, 4), torch.zeros(1, 2)
+    with pytest.raises(ValueError, match=r"T=4 .*max_len=3"):  # F.pad used to crop to 3 rows
+        ca.crossaligner_loss(logits, mask, y, head, max_len=3)
+
+
+@pytest.mark.parametrize("name,source", [("xeroalign_loss", "xeroalign.py"),
+                                         ("contrastive_loss", "contrastive.py"),
+                                         ("translate_intent_loss", "translate_intent.py")])
+def test_loss_copies_are_the_same_code_as_their_own_files(name, source):
+    """crossaligner.py keeps its own copy of each sibling's loss: arguments and body (docstring
+    aside) must be the same code as the sibling file's."""
+    import ast
+
+    def code(path):
+        tree = ast.parse((ROOT / path).read_text(encoding="utf-8"))
+        [fn] = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == name]
+        body = fn.body[1:] if isinstance(fn.body[0], ast.Expr) and isinstance(
+            getattr(fn.body[0], "value", None), ast.Constant) and isinstance(
+            fn.body[0].value.value, str) else fn.body
+        return ast.unparse(fn.args), [ast.unparse(s) for s in body]
+
+    assert code("crossaligner.py") == code(source)
+
+
+def test_flag_errors_name_the_flag(capsys):
+    for flag, value in (("--max_len", "4"), ("--lr", "0"), ("--epochs", "0"), ("--threads", "-1")):
+        with pytest.raises(SystemExit):
+            ca.parse_args([flag, value])
+        assert f"argument {flag}: must be" in capsys.readouterr().err
+
+
+def test_help_ends_with_the_per_data_table(capsys):
+    with pytest.raises(SystemExit):
+        ca.parse_args(["--help"])
+    out = capsys.readouterr().out
+    assert "(default: per --data, below)" in out and "PAPER" not in out
+    assert "mtod     lr 5e-06  epochs 5  max_len 50  batch_size 10" in out
+    assert "--dev_halves" not in out and "--dtype" in out

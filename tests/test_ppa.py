@@ -292,20 +292,32 @@ def test_schedule_ends_at_the_last_step_taken(tmp_path, monkeypatch):
     assert sched.get_last_lr()[0] == pytest.approx(0.0, abs=1e-12)  # decayed to 0 at the last step
 
 
-@pytest.mark.parametrize("stage", [[], ["--stage", "align"]])
+@pytest.mark.parametrize("stage", [[], ["--stage", "align"], ["--stage", "finetune"]])
 def test_demo_is_one_command_from_any_directory(tmp_path, stage):
-    """`--data demo --model tiny` alone runs either stage from another working directory: the demo data
-    resolve in the repository, and the align stage reads the demo's translations as parallel data."""
+    """`--data demo --model tiny` alone runs both stages (or either) from another working directory: the
+    demo data resolve in the repository, and the align stage reads the demo's translations as parallel
+    data; the default fine-tunes the encoder stage 1 saved, with one line instead of load reports."""
     run = subprocess.run([sys.executable, str(ROOT / "ppa_moco_tlm.py"), "--data", "demo", "--model", "tiny", *stage,
                           "--out_dir", str(tmp_path / "out")], cwd=tmp_path, capture_output=True, text=True,
                          env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
     res = json.loads((tmp_path / "out" / "results.json").read_text())
-    if stage:
+    assert "LOAD REPORT" not in run.stdout + run.stderr and "corrupted" not in run.stdout + run.stderr
+    if stage == ["--stage", "align"]:
         assert res["method"] == "ppa_align" and res["pairs_kept"] == 200 and res["args"]["min_len"] == 1
         assert (tmp_path / "out" / "aligned" / "config.json").is_file()
-    else:
+        assert "MLM head: new, 6 tensors initialised (the encoder has none" in run.stdout
+    elif stage:
         assert res["method"] == "finetune" and res["metrics"]["en"]["test"]["accuracy"] > 50
+    else:  # stage 1 in out/align, stage 2 on its encoder in out
+        one = json.loads((tmp_path / "out" / "align" / "results.json").read_text())
+        assert one["method"] == "ppa_align" and res["method"] == "ppa"
+        assert res["args"]["model"] == str(tmp_path / "out" / "align" / "aligned")
+        assert res["history"][-1]["train_task_loss"] < res["history"][0]["train_task_loss"]
+        assert res["metrics"]["en"]["test"]["accuracy"] > 50
+        h = one["history"]  # MoCo's loss rises as real keys fill the queue, while acc@1 climbs
+        assert h[-1]["moco"] > h[0]["moco"] and h[-1]["moco_acc"] > h[0]["moco_acc"]
+        assert "the loss rises, while acc@1 still climbs" in run.stdout
 
 
 # ---------------------------------------------------------------------------- segment ids (BERT)
@@ -352,10 +364,10 @@ def test_tlm_pairs_carry_segment_ids_for_bert(tmp_path, monkeypatch):
     ppa.main(["--stage", "align", "--parallel", f"demo:{ROOT / 'data/demo'}:de", "--min_len", "1", "--model", str(folder),
               "--device", "cpu", "--batch_size", "8", "--queue", "16", "--max_len", "64", "--max_steps", "2",
               "--out_dir", str(tmp_path / "out")])
-    assert len(calls) == 2 * 3  # per step: the query side, the key side, then TLM on the pair
-    for c in calls[0::3] + calls[1::3]:  # one sentence each: segment 0 throughout
+    assert len(calls) == 2 * 3  # per step: the query side, TLM on the pair (one forward), the key side
+    for c in calls[0::3] + calls[2::3]:  # one sentence each: segment 0 throughout
         assert c["token_type_ids"].sum() == 0 and ((c["input_ids"] == tok.sep_token_id).sum(1) == 1).all()
-    tlm = calls[2::3]
+    tlm = calls[1::3]
     for c in tlm:  # masking never selects [SEP]: the segments are those of the unmasked pair
         assert ((c["input_ids"] == tok.sep_token_id).sum(1) == 2).all()
         assert torch.equal(c["token_type_ids"], second_segment(c["input_ids"], tok.sep_token_id))
@@ -383,3 +395,70 @@ def test_pair_fine_tuning_carries_segment_ids_for_bert(tmp_path, monkeypatch):
     for c in train:
         assert torch.equal(c["token_type_ids"], second_segment(c["input_ids"], tok.sep_token_id))
         assert c["token_type_ids"].sum() > 0
+
+
+# ---------------------------------------------------------------------------- torchrun
+
+
+def _ddp_align(tmp_path, name, model, procs, env):
+    """Stage 1 on the demo's 200 German pairs, 3 steps of global batch 8 (queue 16: it wraps), in
+    `procs` processes through tests/helpers/ddp_ppa.py; the state each process ends with."""
+    helper = str(ROOT / "tests/helpers/ddp_ppa.py")
+    flags = ["--stage", "align", "--data", "demo", "--lang", "de", "--model", model, "--device", "cpu",
+             "--batch_size", "8", "--queue", "16", "--momentum", "0.9", "--epochs", "1", "--max_steps", "3",
+             "--out_dir", str(tmp_path / name)]
+    launch = ["-m", "torch.distributed.run", "--nproc_per_node", str(procs)] if procs > 1 else []
+    r = subprocess.run([sys.executable, *launch, helper, str(tmp_path / f"{name}.pt"), *flags],
+                       capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return [torch.load(tmp_path / f"{name}.pt.{rank}") for rank in range(procs)]
+
+
+def test_ppa_ddp_matches_single_process(tmp_path):
+    """Stage 1 in two gloo processes (4 pairs each) against one process with the same global batch
+    of 8 on the same pairs, dropout off: after 3 steps the MoCo queue (every process's keys
+    gathered, in batch order) and the query and key weights agree to float tolerance, and both
+    processes hold the same queue. Skipping the gather (each process queues its own keys) fails."""
+    train = common.load_split("demo", ROOT / "data/demo", "en", "train")
+    texts = [" ".join(e.words) for e in train] + common.load_translations("demo", ROOT / "data/demo", "de", train)
+    model = common.build_tiny(texts, tmp_path / "tiny", 64)
+    cfg = json.loads((tmp_path / "tiny" / "config.json").read_text())
+    cfg.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)  # the two runs draw differently
+    (tmp_path / "tiny" / "config.json").write_text(json.dumps(cfg))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    [one] = _ddp_align(tmp_path, "one", model, 1, env)
+    two = _ddp_align(tmp_path, "two", model, 2, env)
+
+    def diffs(a, b):
+        return ((a["queue"] - b["queue"]).abs().max().item(),
+                max((x - y).abs().max().item() for x, y in zip(a["weights"], b["weights"])),
+                max((x - y).abs().max().item() for x, y in zip(a["key_weights"], b["key_weights"])))
+    queue, weights, key_weights = diffs(one, two[0])
+    print(f"largest difference, 1 vs 2 processes: queue {queue:.2e}, query weights {weights:.2e}, "
+          f"key weights {key_weights:.2e}")
+    assert one["ptr"] == two[0]["ptr"] == 8  # 3 batches of 8 in a queue of 16: wrapped once
+    assert len(one["weights"]) == len(two[0]["weights"]) > 10
+    assert queue < 1e-6 and weights < 1e-6 and key_weights < 1e-6
+    assert torch.equal(two[0]["queue"], two[1]["queue"])  # the same queue in every process
+    res = [json.loads((tmp_path / d / "results.json").read_text()) for d in ("one", "two")]
+    assert [x["world_size"] for x in res] == [1, 2] and res[0]["steps"] == res[1]["steps"] == 3
+    for k in ("moco", "tlm", "moco_acc"):  # logged over every process's pairs, as one process logs
+        assert res[0]["history"][0][k] == pytest.approx(res[1]["history"][0][k], abs=1e-5), k
+    bad = _ddp_align(tmp_path, "bad", model, 2, {**env, "PPA_SKIP_GATHER": "1"})
+    print(f"without the gather: queue {diffs(one, bad[0])[0]:.2e}")  # (a random encoder's keys
+    assert diffs(one, bad[0])[0] > 1e-4  # are nearly alike: small, but 1e4 x the difference above)
+    assert not torch.equal(bad[0]["queue"], bad[1]["queue"])
+
+
+def test_both_stages_under_torchrun(tmp_path):
+    """`torchrun --nproc_per_node 2` runs the demo's two stages: stage 1 with gathered keys, stage 2
+    with DistributedSampler-like shares; rank 0 writes both results.json files."""
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                        str(ROOT / "ppa_moco_tlm.py"), "--data", "demo", "--model", "tiny", "--device", "cpu",
+                        "--epochs", "1", "--max_steps", "4", "--out_dir", str(tmp_path / "out")],
+                       capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    one = json.loads((tmp_path / "out" / "align" / "results.json").read_text())
+    two = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert one["world_size"] == two["world_size"] == 2 and one["steps"] == two["steps"] == 4
+    assert two["method"] == "ppa" and set(two["metrics"]) == {"en", "de"}

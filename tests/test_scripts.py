@@ -7,12 +7,19 @@ from conftest import ROOT
 
 SCRIPTS = ["xeroalign", "crossaligner", "contrastive", "translate_intent", "ear_push_pull", "sentence_mapping", "ppa_moco_tlm"]
 RUN_FLAGS = ["--data", "--lang", "--model", "--data_dir", "--train_lang", "--epochs", "--batch_size", "--lr",
-             "--max_len", "--seed", "--device", "--out_dir", "--max_steps", "--limit_train", "--select_on"]
+             "--max_len", "--seed", "--device", "--dtype", "--threads", "--out_dir", "--overwrite",
+             "--max_steps", "--limit_train", "--max_eval", "--select_on"]
 
 
 def test_every_method_file_is_listed():
-    found = {p.stem for p in ROOT.glob("*.py")} - {"common"}
-    assert found == set(SCRIPTS)
+    """Every tracked top-level file but common.py is a method file listed here; a fork beside them
+    (an untracked my_xeroalign.py, say) is the reader's own and does not count."""
+    r = subprocess.run(["git", "ls-files", "*.py"], cwd=ROOT, capture_output=True, text=True)
+    tracked = {name[:-3] for name in r.stdout.split() if "/" not in name}
+    if r.returncode == 0 and tracked:
+        assert tracked - {"common"} == set(SCRIPTS)
+    else:  # not a git checkout: every listed file is there
+        assert set(SCRIPTS) <= {p.stem for p in ROOT.glob("*.py")}
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
@@ -70,7 +77,7 @@ def test_common_shares_only_data_heads_and_metrics():
 
 def test_the_project_speaks_for_itself():
     """Tracked files outside tests/ and .ci/ name no path outside the repository, and the README is a
-    front page of about 250 lines."""
+    front page of about 250 lines (265 at most, with the results figure)."""
     import subprocess
     files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True).stdout.split()
     for f in files:
@@ -79,4 +86,4 @@ def test_the_project_speaks_for_itself():
         text = (ROOT / f).read_text(encoding="utf-8")
         for word in ("../shared", "/work/shared", "METHODS.md"):
             assert word not in text, f"{f} mentions {word}"
-    assert len((ROOT / "README.md").read_text(encoding="utf-8").splitlines()) <= 260
+    assert len((ROOT / "README.md").read_text(encoding="utf-8").splitlines()) <= 265

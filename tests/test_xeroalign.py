@@ -8,6 +8,7 @@ import pytest
 import torch
 from conftest import ROOT
 
+import common
 import xeroalign
 
 DEMO = ["--data", "demo", "--data_dir", str(ROOT / "data/demo"), "--model", "tiny", "--device", "cpu"]
@@ -164,3 +165,52 @@ def test_target_upper_bound_trains_on_the_target_language(tmp_path):
                     "--no-align", "--model", "tiny", "--device", "cpu", "--epochs", "1", "--out_dir", str(tmp_path)])
     res = json.loads((tmp_path / "results.json").read_text())
     assert res["args"]["train_lang"] == "de" and res["method"] == "target" and res["train_examples_seen"] == 3
+
+
+def _same_length_demo(folder, words=8, n=4):
+    """The demo's MASSIVE layout with n English training utterances of `words` words each: every
+    process then holds as many slot-labelled words as every other, so the mean losses of two
+    processes average to the one process's mean exactly (as DDP's gradient average assumes)."""
+    import json as js
+    src = ROOT / "data/demo/data"
+    rows = [js.loads(x) for x in (src / "en-US.jsonl").read_text(encoding="utf-8").splitlines()]
+    keep = [r for r in rows if r["partition"] == "train" and len(r["utt"].split()) == words][:n]
+    rows = keep + [r for r in rows if r["partition"] != "train"]
+    (folder / "data").mkdir(parents=True)
+    (folder / "data/en-US.jsonl").write_text("".join(js.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    (folder / "data/de-DE.jsonl").write_text((src / "de-DE.jsonl").read_text(encoding="utf-8"),
+                                             encoding="utf-8")
+    return folder
+
+
+def test_xeroalign_ddp_matches_single_process(tmp_path):
+    """Two gloo processes with global batch 4 (2 each) against one process with batch 4 on the same 4
+    examples, dropout off: the gradients after DDP's all-reduce and the weights after the step agree
+    to float tolerance. A wrong shard, a loss averaged twice or unsynchronised gradients fail it."""
+    import torch
+    data = _same_length_demo(tmp_path / "data")
+    flags = ["--data", "massive", "--data_dir", str(data), "--lang", "de", "--device", "cpu",
+             "--batch_size", "4", "--epochs", "1", "--lr", "2e-3", "--max_eval", "8"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    helper = str(ROOT / "tests/helpers/ddp_equal.py")
+    texts = [js["utt"] for f in (data / "data").iterdir()
+             for js in map(json.loads, f.read_text(encoding="utf-8").splitlines())]
+    model = common.build_tiny(texts, tmp_path / "tiny", 64)  # one encoder for both runs
+    r = run(helper, str(tmp_path / "one.pt"), *flags, "--model", model, "--out_dir",
+            str(tmp_path / "one"), env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = run("-m", "torch.distributed.run", "--nproc_per_node", "2", helper, str(tmp_path / "two.pt"),
+            *flags, "--model", model, "--out_dir", str(tmp_path / "two"), env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    one, two = torch.load(tmp_path / "one.pt"), torch.load(tmp_path / "two.pt")
+    assert len(one["grads"]) == len(two["grads"]) > 10
+    grad_diff = max((a - b).abs().max().item() for a, b in zip(one["grads"], two["grads"]))
+    grad_size = max(a.abs().max().item() for a in one["grads"])
+    weight_diff = max((a - b).abs().max().item() for a, b in zip(one["weights"], two["weights"]))
+    print(f"largest difference: gradients {grad_diff:.2e} (of {grad_size:.2e}), "
+          f"weights {weight_diff:.2e}")
+    assert grad_diff <= 1e-5 * grad_size and weight_diff <= 1e-5
+    res = [json.loads((tmp_path / d / "results.json").read_text()) for d in ("one", "two")]
+    assert [x["world_size"] for x in res] == [1, 2] and res[0]["steps"] == res[1]["steps"] == 1
+    # the logged training loss is the mean over every process's examples, as one process logs it
+    assert abs(res[0]["history"][0]["train_task_loss"] - res[1]["history"][0]["train_task_loss"]) < 1e-5

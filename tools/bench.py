@@ -119,8 +119,17 @@ def step_fn(style, method, model, ca_head, b, device, autocast, L, pad_id):
     return loss, int(mask.sum()), ids.numel()
 
 
+def run_dtype(args, device):
+    """The method files' --dtype rule: bf16 on GPUs with it, else fp16 (GradScaler) on a GPU, fp32 on the CPU."""
+    if args.dtype != "auto":
+        return args.dtype
+    return "float32" if device.type != "cuda" else "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+
+
 def run(style, method, model, ca_head, data, device, args, tok):
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and style == "ours" else contextlib.nullcontext()
+    dtype = run_dtype(args, device) if style == "ours" else "float32"  # the official code: fp32
+    autocast = contextlib.nullcontext() if dtype == "float32" else torch.autocast(device.type, dtype=getattr(torch, dtype))
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == "float16")  # fp16: scaled loss, as the method files
     params = list(model.parameters()) + list(ca_head.parameters())
     opt = torch.optim.Adam(params, lr=1e-5, fused=device.type in ("cpu", "cuda") and style == "ours")
     real = processed = 0
@@ -133,16 +142,18 @@ def run(style, method, model, ca_head, data, device, args, tok):
             t0, real, processed = time.perf_counter(), 0, 0
         loss, r, p = step_fn(style, method, model, ca_head, b, device, autocast, args.max_len, tok.pad_token_id)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        scaler.scale(loss).backward()
+        scaler.unscale_(opt)
         torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+        scaler.step(opt)
+        scaler.update()
         real, processed = real + r, processed + p
     if device.type == "cuda":
         torch.cuda.synchronize()
     dt = time.perf_counter() - t0
     flops = sum(model_flops(b, method, args.n_nonemb, args.layers, args.hidden) for b in data[args.warmup:])
     mem = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else peak_rss_mb()
-    return {"ex_s": args.steps * args.batch_size / dt, "tok_s": real / dt, "processed_tok_s": processed / dt,
+    return {"dtype": dtype, "ex_s": args.steps * args.batch_size / dt, "tok_s": real / dt, "processed_tok_s": processed / dt,
             "flops_s": flops / dt, "mem_mb": mem}
 
 
@@ -173,7 +184,10 @@ def main(argv=None):
     p.add_argument("--rounds", type=int, default=3, help="alternating rounds per style; the median is printed")
     p.add_argument("--methods", nargs="+", default=["task", "xa", "ca+xa"])
     p.add_argument("--device", default="auto")
-    p.add_argument("--peak_tflops", type=float, default=989.0, help="dense bf16 peak of the GPU (H100 SXM: 989)")
+    p.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto",
+                   help="our style's autocast (auto: bf16 on GPUs with it, else fp16 + GradScaler on "
+                   "a GPU, fp32 on the CPU); the official style is fp32")
+    p.add_argument("--peak_tflops", type=float, default=989.0, help="dense bf16/fp16 peak of the GPU (H100 SXM: 989; A100: 312; T4 fp16: 65)")
     p.add_argument("--profile", type=int, default=0, metavar="K", help="also profile K steps of each style (torch.profiler)")
     p.add_argument("--profile_rows", type=int, default=15, help="operators printed per profile")
     p.add_argument("--tmp", default="runs/bench")
@@ -193,7 +207,8 @@ def main(argv=None):
     n_nonemb = sum(p.numel() for n, p in enc.named_parameters() if "embeddings" not in n)
     args.n_nonemb, args.layers, args.hidden = n_nonemb, cfg.num_hidden_layers, cfg.hidden_size
     print(f"device {device} | model {args.shape or args.model} ({n_nonemb / 1e6:.1f}M non-embedding parameters) | "
-          f"batch {args.batch_size} | official max_len {args.max_len} | {args.steps} timed steps after {args.warmup}")
+          f"batch {args.batch_size} | official max_len {args.max_len} | {args.steps} timed steps after {args.warmup} | "
+          f"ours {run_dtype(args, device)}, official float32")
     print(f"{'method':8} {'style':9} {'ex/s':>9} {'real tok/s':>11} {'peak MB' if device.type == 'cuda' else 'peak RSS MB':>11} {'MFU':>6}")
     for style in ("official", "ours"):  # untimed: the first steps of a process pay one-off start-up costs
         run(style, args.methods[-1], model, ca_head, data, device, args, tok)

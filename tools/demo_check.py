@@ -27,7 +27,8 @@ DEMOS = {  # name -> method file and extra flags (none are needed: the extras co
     "translate_intent": ("translate_intent.py", []),
     "ear": ("ear_push_pull.py", []),
     "sentence_mapping": ("sentence_mapping.py", []),
-    "ppa_finetune": ("ppa_moco_tlm.py", []),
+    "ppa": ("ppa_moco_tlm.py", []),  # both stages: align, then fine-tune the aligned encoder
+    "ppa_finetune": ("ppa_moco_tlm.py", ["--stage", "finetune"]),
     "ppa_align": ("ppa_moco_tlm.py", ["--stage", "align"]),
 }
 

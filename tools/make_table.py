@@ -186,6 +186,10 @@ def load(folders, data):
     for folder in [folders] if isinstance(folders, (str, Path)) else folders:
         for path in sorted(Path(folder).rglob("results.json")):
             res = read_results(path)
+            if (res.get("args") or {}).get("max_eval"):  # scored on a subset: no table number
+                raise SystemExit(f"error: {path}: a smoke run (--max_eval "
+                                 f"{res['args']['max_eval']}) scored on a subset of each dev and "
+                                 "test set; move it out of the folder to make a table")
             if res.get("data") == data and res.get("metrics"):  # (PPA's alignment stage has no metrics)
                 runs.setdefault(method_name(res), []).append({**res, "path": str(path)})
     rank = {m: i for i, m in enumerate(ORDER)}
@@ -233,6 +237,43 @@ def paired_cell(diffs, fmt=".1f"):
     return f"{mean:+{fmt}} ({agree}/{len(diffs)})"
 
 
+def seed_means(method, rs, cols, metric, split="test"):
+    """{seed: {column: value}} of one method's runs `rs`: a seed's value in a column is its one
+    run's, or the mean of its runs (the English column of per-language runs); English only from
+    English-trained runs. Two runs of one seed reporting one non-English column are an error."""
+    by_seed, seen = {}, {}  # seed -> {column: [values]}: one run for every language, or one each
+    for r in rs:
+        for c in cols:
+            if c in r["metrics"] and (c != "en" or trained_on_english(r)):
+                key = seed_of(r), c
+                if c != "en" and key in seen:  # per-language runs share English; nothing else
+                    raise ValueError(f"two {method} runs of seed {key[0]} report {c}: {seen[key]} "
+                                     f"and {r.get('path')}")
+                seen[key] = r.get("path")
+                got = r["metrics"][c].get(split, {})
+                if metric not in got and "accuracy" in got and metric in ("intent_acc", "slot_f1",
+                                                                          "exact_match"):
+                    if metric != "intent_acc":
+                        continue  # a run that trains intents only (EAR on intent/slots): no slots
+                    got = {metric: got["accuracy"]}
+                if metric not in got:
+                    raise ValueError(f"{r.get('path')}: no {split} {metric} for {c}")
+                by_seed.setdefault(key[0], {}).setdefault(c, []).append(got[metric])
+    # the runs of a seed: their mean
+    return {s: {c: statistics.mean(v) for c, v in cs.items()} for s, cs in by_seed.items()}
+
+
+def paired_diffs(by_seed, base, cols, langs):
+    """Differences of `by_seed` from the baseline's `base` (both from seed_means) within a seed:
+    ({column: {seed: difference}}, {seed: difference of the averages over `langs`}); the average
+    only for seeds that both have every one of `langs`."""
+    both = [s for s in by_seed if s in base]
+    diffs = {c: {s: by_seed[s][c] - base[s][c] for s in both if c in by_seed[s] and c in base[s]}
+             for c in cols}
+    full = [s for s in both if all(c in by_seed[s] and c in base[s] for c in langs)]
+    return diffs, {s: statistics.mean(by_seed[s][c] - base[s][c] for c in langs) for s in full}
+
+
 def table(runs, data, metric, split="test", langs=None, paired=None, methods=None):
     """Markdown lines of one table. `data` is the dataset, or 'sts/<section>' for derived tables. With
     paired=<method>, each other method gets a row of its differences from that method seed by seed (same
@@ -257,23 +298,7 @@ def table(runs, data, metric, split="test", langs=None, paired=None, methods=Non
         raise ValueError(f"--paired {paired}: no such method here (found: {', '.join(runs)})")
     per_method = {}
     for method, rs in runs.items():
-        by_seed, seen = {}, {}  # seed -> {column: [values]}: one run covering every language, or one run per language
-        for r in rs:
-            for c in cols:
-                if c in r["metrics"] and (c != "en" or trained_on_english(r)):
-                    key = seed_of(r), c
-                    if c != "en" and key in seen:  # English is shared by per-language runs; nothing else
-                        raise ValueError(f"two {method} runs of seed {key[0]} report {c}: {seen[key]} and {r.get('path')}")
-                    seen[key] = r.get("path")
-                    got = r["metrics"][c].get(split, {})
-                    if metric not in got and "accuracy" in got and metric in ("intent_acc", "slot_f1", "exact_match"):
-                        if metric != "intent_acc":
-                            continue  # a run that trains intents only (EAR on intent/slot data): no slot cells
-                        got = {metric: got["accuracy"]}
-                    if metric not in got:
-                        raise ValueError(f"{r.get('path')}: no {split} {metric} for {c}")
-                    by_seed.setdefault(key[0], {}).setdefault(c, []).append(got[metric])
-        by_seed = {s: {c: statistics.mean(v) for c, v in cs.items()} for s, cs in by_seed.items()}  # runs of a seed: mean
+        by_seed = seed_means(method, rs, cols, metric, split)
         per_method[method] = by_seed
         if methods and method not in methods:
             continue
@@ -292,13 +317,10 @@ def table(runs, data, metric, split="test", langs=None, paired=None, methods=Non
                          + " | ".join(f"{nums[c]:{fmt}}" if c in nums else "–" for c in langs)
                          + f" | {avg} | – | – |")
         if paired and method != paired:
-            base = per_method.get(paired) or {}
-            both = [s for s in by_seed if s in base]
-            diffs = {c: [by_seed[s][c] - base[s][c] for s in both if c in by_seed[s] and c in base[s]] for c in cols}
-            full = [s for s in both if all(c in by_seed[s] and c in base[s] for c in langs)]
-            avg = paired_cell([statistics.mean(by_seed[s][c] - base[s][c] for c in langs) for s in full], fmt)
-            lines.append(f"| {method} | minus {paired}, paired | " + " | ".join(paired_cell(diffs[c], fmt) for c in cols)
-                         + f" | {avg} | {len(full)} | – |")
+            diffs, avgs = paired_diffs(by_seed, per_method.get(paired) or {}, cols, langs)
+            lines.append(f"| {method} | minus {paired}, paired | "
+                         + " | ".join(paired_cell(list(diffs[c].values()), fmt) for c in cols)
+                         + f" | {paired_cell(list(avgs.values()), fmt)} | {len(avgs)} | – |")
     return lines
 
 
