@@ -2,13 +2,14 @@
 
 Data: readers for the official layouts of MTOP, MTOD, MultiATIS++, MASSIVE (and the embedded demo),
 PAWS-X, XNLI, the STS sets and SQuAD/MLQA; translations of the English training set for alignment
-(`translate-train/<lang>.txt` or parallel ids); label encoding, subword alignment and dynamic-padding
-batches (`load_task`, `train_items`, `encode_evals`, `make_loader`). Heads: the encoder (a hub name,
-a local folder, or `tiny`) with a sentence head and a token head (`TaskModel`), the joint task loss,
-the QA head. Metrics: `evaluate` over a dataset, slot F1, Pearson/Spearman, MLQA F1/EM. Results:
-`save_results` (atomic), `check_out_dir` (never replace a run made with other settings), and the
-`log`/`log_metrics` lines. Arguments, seeding, device and precision setup, the training loop, model
-selection and every loss live in the method files: they are what each method is.
+(`translate-train/<lang>.txt` or parallel ids); label encoding, subword alignment and
+dynamic-padding batches (`load_task`, `train_items`, `encode_evals`, `make_loader`). Heads: the
+encoder (a hub name, a local folder, or `tiny`) with a sentence head and a token head
+(`TaskModel`), the joint task loss, the QA head. Metrics: `evaluate` over a dataset, slot F1,
+Pearson/Spearman, MLQA F1/EM. Results: `save_results` (atomic), `check_out_dir` (never replace a
+run made with other settings), and the `log`/`log_metrics` lines. Arguments, seeding, device and
+precision setup, the training loop, model selection and every loss live in the method files:
+they are what each method is.
 
 Records: an intent/slot example is `Example(id, words, intent, slots)` with BIO slot tags, one per
 word; a sentence-pair example is `Pair(id, a, b, label)`. Bad input raises `DataError` naming the
@@ -64,7 +65,8 @@ class LineId(str):
 
 DATA_NOTES = []  # defects counted while loading (printed by each run, stored in results.json)
 
-DEMO_DIR = Path(__file__).resolve().parent / "data" / "demo"  # the embedded demo, found from any working directory
+# the embedded demo, found from any working directory
+DEMO_DIR = Path(__file__).resolve().parent / "data" / "demo"
 INTENT_SLOT = ("mtop", "mtod", "matis", "massive", "demo")
 PAIR_TASKS = ("pawsx", "xnli")
 DATASETS = INTENT_SLOT + PAIR_TASKS
@@ -79,25 +81,31 @@ SPLIT_NAMES = {  # our split name -> the file name part each layout uses
 
 # Where each dataset is published and which files its loader expects (used in error messages).
 PUBLISHED = {
-    "mtop": ("https://dl.fbaipublicfiles.com/mtop/mtop.zip", "<data_dir>/<lang>/{train,eval,test}.txt"),
+    "mtop": ("https://dl.fbaipublicfiles.com/mtop/mtop.zip",
+             "<data_dir>/<lang>/{train,eval,test}.txt"),
     "mtod": ("https://download.pytorch.org/data/multilingual_task_oriented_dialog_slotfilling.zip",
-             "<data_dir>/<lang>/{train,eval,test}-<lang>.conllu (+ translate-train/<lang>.txt for alignment)"),
-    "matis": ("LDC2021T04 (https://catalog.ldc.upenn.edu/LDC2021T04), licence required; not downloadable",
+             "<data_dir>/<lang>/{train,eval,test}-<lang>.conllu "
+             "(+ translate-train/<lang>.txt for alignment)"),
+    "matis": ("LDC2021T04 (https://catalog.ldc.upenn.edu/LDC2021T04), "
+              "licence required; not downloadable",
               "<data_dir>/{train,dev,test}_<LANG>.tsv (+ optional translate-train/<lang>.txt)"),
-    "massive": ("https://amazon-massive-nlu-dataset.s3.amazonaws.com/amazon-massive-dataset-1.0.tar.gz",
+    "massive": ("https://amazon-massive-nlu-dataset.s3.amazonaws.com/"
+                "amazon-massive-dataset-1.0.tar.gz",
                 "<data_dir>/data/<locale>.jsonl, e.g. data/en-US.jsonl"),
     "demo": ("ships with xalign in data/demo", "<data_dir>/data/<locale>.jsonl"),
     "pawsx": ("https://storage.googleapis.com/paws/pawsx/x-final.tar.gz",
               "<data_dir>/x-final/<lang>/{train.tsv|translated_train.tsv,dev_2k.tsv,test_2k.tsv} "
               "or the XTREME layout <data_dir>/{train-en,dev-<lang>,test-<lang>}.tsv"),
     "xnli": ("https://dl.fbaipublicfiles.com/XNLI/XNLI-1.0.zip and .../XNLI-MT-1.0.zip",
-             "<data_dir>/XNLI-1.0/xnli.{dev,test}.tsv + <data_dir>/XNLI-MT-1.0/multinli/multinli.train.<lang>.tsv "
+             "<data_dir>/XNLI-1.0/xnli.{dev,test}.tsv "
+             "+ <data_dir>/XNLI-MT-1.0/multinli/multinli.train.<lang>.tsv "
              "or the XTREME layout <data_dir>/{train-en,dev-<lang>,test-<lang>}.tsv"),
 }
 
 
 def _utf8_error(path):
-    """DataError for the first byte of `path` that is not UTF-8: `file:line: ... (byte 0x.. at column c)`."""
+    """DataError for the first byte of `path` that is not UTF-8:
+    `file:line: ... (byte 0x.. at column c)`."""
     raw = Path(path).read_bytes()
     bom = 3 if raw.startswith(b"\xef\xbb\xbf") else 0
     try:
@@ -105,7 +113,8 @@ def _utf8_error(path):
         return DataError(f"{path}: not valid UTF-8")
     except UnicodeDecodeError as e:
         pos = bom + e.start
-    start = max(raw.rfind(b"\n", 0, pos), raw.rfind(b"\r", 0, pos)) + 1  # line ends as open() reads them
+    # line ends as open() reads them
+    start = max(raw.rfind(b"\n", 0, pos), raw.rfind(b"\r", 0, pos)) + 1
     line = len(raw[:start].splitlines()) + 1
     col = len(raw[start:pos].decode("utf-8-sig", errors="replace")) + 1
     return DataError(f"{path}:{line}: not valid UTF-8 (byte 0x{raw[pos]:02x} at column {col})")
@@ -117,7 +126,8 @@ def _open_text(path, **kw):
 
 
 def _read_text(path):
-    """The whole text of a UTF-8 file (byte-order mark dropped); bad bytes: DataError with file:line."""
+    """The whole text of a UTF-8 file (byte-order mark dropped); bad bytes: DataError with
+    file:line."""
     try:
         with _open_text(path) as f:
             return f.read()
@@ -154,25 +164,29 @@ def read_mtop(path):
     where the slot starts, I-TYPE if it lies inside the slot (the official preprocessing rule).
     A slot must start at a token and not end inside one. Spans that overlap or repeat an earlier
     span of their row are kept and counted in DATA_NOTES: on a shared token the span listed later
-    wins. Copies without the id column (7 columns) get LineIds, which never pair across languages."""
+    wins. Copies without the id column (7 columns) get LineIds, which never pair across
+    languages."""
     out, overlaps = [], []
     for n, line in _lines(path):
         if not line.strip():
             continue
         cols = line.split("\t")
-        if len(cols) == 7:  # copies made before the id column was added
+        if len(cols) == 7 and not cols[0].isdigit():  # copies made before the id column was added
             cols = [LineId(f"{Path(path).name}:{n}")] + cols
         if len(cols) != 8:
-            raise DataError(f"{path}:{n}: expected 8 tab-separated columns (7 without the id), found {len(cols)}")
+            raise DataError(f"{path}:{n}: expected 8 tab-separated columns (7 without the id), "
+                            f"found {len(cols)}")
         uid, intent, slots, utt, _, _, _, tok_json = cols
         try:
             toks = json.loads(tok_json)
             spans = [(s["start"], s["start"] + s["length"]) for s in toks["tokenSpans"]]
             words = toks["tokens"]
         except (ValueError, KeyError, TypeError) as e:
-            raise DataError(f"{path}:{n}: column 8 is not a tokens JSON with tokenSpans ({e})") from None
+            raise DataError(f"{path}:{n}: column 8 is not a tokens JSON with tokenSpans "
+                            f"({e})") from None
         if len(words) != len(spans):
-            raise DataError(f"{path}:{n}: {len(words)} tokens but {len(spans)} tokenSpans in column 8")
+            raise DataError(f"{path}:{n}: {len(words)} tokens but {len(spans)} tokenSpans "
+                            "in column 8")
         tags, seen = ["O"] * len(words), []
         for slot in filter(None, slots.split(",")):
             m = re.fullmatch(r"(\d+):(\d+):SL:(.+)", slot)
@@ -180,12 +194,15 @@ def read_mtop(path):
                 raise DataError(f"{path}:{n}: slot {slot!r} is not start:end:SL:NAME")
             s, e, name = int(m[1]), int(m[2]), m[3]
             if not 0 <= s < e <= len(utt):
-                raise DataError(f"{path}:{n}: slot {slot!r} lies outside the utterance ({len(utt)} chars)")
+                raise DataError(f"{path}:{n}: slot {slot!r} lies outside the utterance "
+                                f"({len(utt)} chars)")
             if all(ts != s for ts, _ in spans):
-                raise DataError(f"{path}:{n}: slot {slot!r} does not start at a token ({utt[s:e]!r} in {utt!r})")
+                raise DataError(f"{path}:{n}: slot {slot!r} does not start at a token "
+                                f"({utt[s:e]!r} in {utt!r})")
             for i, (ts, te) in enumerate(spans):
                 if ts < e < te:
-                    raise DataError(f"{path}:{n}: slot {slot!r} ends inside the token {words[i]!r} ({utt[s:e]!r})")
+                    raise DataError(f"{path}:{n}: slot {slot!r} ends inside the token "
+                                    f"{words[i]!r} ({utt[s:e]!r})")
             if any(s < pe and ps < e for ps, pe in seen):
                 overlaps.append(n)
             seen.append((s, e))
@@ -197,8 +214,9 @@ def read_mtop(path):
         out.append(Example(uid, words, intent.removeprefix("IN:"), tags))
     if overlaps:
         lines = sorted(set(overlaps))
-        DATA_NOTES.append(f"{path}: {len(overlaps)} slot spans overlap or repeat an earlier span of their row "
-                          f"(lines {', '.join(map(str, lines[:10]))}{' ...' if len(lines) > 10 else ''}); "
+        DATA_NOTES.append(f"{path}: {len(overlaps)} slot spans overlap or repeat an earlier span "
+                          f"of their row (lines {', '.join(map(str, lines[:10]))}"
+                          f"{' ...' if len(lines) > 10 else ''}); "
                           "on shared tokens the later span's tag wins")
     return out
 
@@ -206,14 +224,16 @@ def read_mtop(path):
 def read_mtod(path):
     """MTOD CoNLL-U: `# text/intent/slots` comments, then idx, token, intent, BIO slot rows
     (`NoLabel` = O); a blank line ends an utterance. A comment after token rows or a second
-    `# text:`/`# intent:` before them (a missing blank line would merge two utterances) and comment
+    `# text:`/`# intent:` before them, token numbering that restarts at 1, or a token intent that
+    differs from the utterance's (a missing blank line would merge two utterances) and comment
     lines without token rows are errors."""
     out, words, tags, intent, start, heads = [], [], [], None, None, set()
     for n, line in list(_lines(path)) + [(None, "")]:
         if line.startswith("#"):
             head = line.split(":", 1)[0] if line.startswith(("# text:", "# intent:")) else None
             if words or head and head in heads:
-                raise DataError(f"{path}:{n}: a comment line inside the utterance that begins at line {start}: "
+                raise DataError(f"{path}:{n}: a comment line inside the utterance that begins "
+                                f"at line {start}: "
                                 "a blank line must end each utterance")
             heads.add(head)
             if line.startswith("# intent:"):
@@ -223,6 +243,12 @@ def read_mtod(path):
             cols = line.split("\t")
             if len(cols) != 4:
                 raise DataError(f"{path}:{n}: expected 4 tab-separated columns, found {len(cols)}")
+            if words and cols[0] == "1":
+                raise DataError(f"{path}:{n}: token number 1 inside the utterance that begins at "
+                                f"line {start}: a blank line must end each utterance")
+            if intent and cols[2] != intent:
+                raise DataError(f"{path}:{n}: intent {cols[2]!r} differs from {intent!r} of the "
+                                f"utterance that begins at line {start} (a missing blank line?)")
             words.append(cols[1])
             tags.append("O" if cols[3] == "NoLabel" else cols[3])
             intent = intent or cols[2]
@@ -235,16 +261,22 @@ def read_mtod(path):
     return out
 
 
-def read_matis(path):
-    """MultiATIS++ tsv with header `id utterance slot_labels intent`. Rows whose token and label
-    counts differ (as released, e.g. FR train 75) are skipped and reported in DATA_NOTES."""
-    out, bad = [], []
+def _matis_rows(path):
+    """(line number, 4 columns) of each data row of a MultiATIS++ tsv (no header, no blank line)."""
     for n, line in _lines(path):
         if n == 1 and line.startswith("id\t") or not line.strip():
             continue
         cols = line.split("\t")
         if len(cols) != 4:
             raise DataError(f"{path}:{n}: expected 4 tab-separated columns, found {len(cols)}")
+        yield n, cols
+
+
+def read_matis(path):
+    """MultiATIS++ tsv with header `id utterance slot_labels intent`. Rows whose token and label
+    counts differ (as released, e.g. FR train 75) are skipped and reported in DATA_NOTES."""
+    out, bad = [], []
+    for n, cols in _matis_rows(path):
         words, tags = cols[1].split(), cols[2].split()  # split(): double spaces make no empty token
         if len(words) != len(tags):
             bad.append(n)
@@ -252,7 +284,8 @@ def read_matis(path):
         out.append(Example(cols[0], words, cols[3], tags))
     if bad:
         DATA_NOTES.append(f"{path}: skipped {len(bad)} rows whose token and label counts differ "
-                          f"(lines {', '.join(map(str, bad[:10]))}{' ...' if len(bad) > 10 else ''})")
+                          f"(lines {', '.join(map(str, bad[:10]))}"
+                          f"{' ...' if len(bad) > 10 else ''})")
     return out
 
 
@@ -275,28 +308,53 @@ def parse_annot_utt(annot, where):
     return words, tags
 
 
+MASSIVE_PARTITIONS = ("train", "dev", "test")
+
+
 def read_massive(path, split):
-    """MASSIVE 1.0 jsonl (one locale per file, `partition` train/dev/test)."""
-    out = []
+    """MASSIVE 1.0 jsonl (one locale per file, `partition` train/dev/test). A row of another locale
+    than the file's name, an unknown partition or an id repeated in a partition is an error; rows
+    with an empty utterance (nothing to tag) are skipped and counted in DATA_NOTES."""
+    out, seen, empty, stem = [], {}, [], Path(path).stem
     for n, line in _lines(path):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
+            loc = row.get("locale", stem)
+            if loc != stem and not ("-" not in stem and str(loc).startswith(stem + "-")):
+                raise DataError(f"{path}:{n}: locale {loc!r}, but the file is {stem}: each file "
+                                "holds one locale")
+            if row["partition"] not in MASSIVE_PARTITIONS:
+                raise DataError(f"{path}:{n}: partition {row['partition']!r} is not one of "
+                                f"{', '.join(MASSIVE_PARTITIONS)}")
+            uid, key = str(row["id"]), (row["partition"], str(row["id"]))
+            if key in seen:
+                raise DataError(f"{path}:{n}: id {uid!r} repeats the id of line {seen[key]} in "
+                                f"partition {row['partition']} (ids pair translations across "
+                                "locales: each must be unique)")
+            seen[key] = n
             if row["partition"] != split:
                 continue
             words, tags = parse_annot_utt(row["annot_utt"], f"{path}:{n}")
-            out.append(Example(str(row["id"]), words, row["intent"], tags))
-        except (ValueError, KeyError, TypeError) as e:
+            if not words:
+                empty.append(n)
+                continue
+            out.append(Example(uid, words, row["intent"], tags))
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
             if isinstance(e, DataError):
                 raise
             raise DataError(f"{path}:{n}: not a MASSIVE record ({type(e).__name__}: {e})") from None
+    if empty:
+        DATA_NOTES.append(f"{path}: skipped {len(empty)} rows with an empty utterance (lines "
+                          f"{', '.join(map(str, empty[:10]))}{' ...' if len(empty) > 10 else ''})")
     return out
 
 
 def read_pairs(path, a_col, b_col, label_col, header, data, lang=None, lang_col=None):
-    """Any tab-separated sentence-pair file; columns by index, or by name when `header`."""
-    out, names = [], None
+    """Any tab-separated sentence-pair file; columns by index, or by name when `header`. Pairs with
+    an empty sentence are kept (the label still applies) and counted in DATA_NOTES."""
+    out, names, empty = [], None, []
     for n, line in _lines(path):
         if not line.strip():
             continue
@@ -311,7 +369,7 @@ def read_pairs(path, a_col, b_col, label_col, header, data, lang=None, lang_col=
             continue
         if len(cols) <= max(a_col, b_col, label_col):
             hint = " (XTREME's test files hide their labels: use the official release's layout)" \
-                if len(cols) == 2 and not header else ""
+                if len(cols) == 2 and not header and Path(path).name.startswith("test-") else ""
             raise DataError(f"{path}:{n}: expected at least {max(a_col, b_col, label_col) + 1} "
                             f"tab-separated columns, found {len(cols)}{hint}")
         if lang_col is not None and cols[lang_col] != lang:
@@ -320,7 +378,13 @@ def read_pairs(path, a_col, b_col, label_col, header, data, lang=None, lang_col=
         if label not in PAIR_LABELS[data]:
             raise DataError(f"{path}:{n}: label {label!r} is not one of {PAIR_LABELS[data]}")
         uid = cols[0] if header and "id" in names else LineId(f"{Path(path).name}:{n}")
+        if not cols[a_col].strip() or not cols[b_col].strip():
+            empty.append(n)
         out.append(Pair(uid, cols[a_col], cols[b_col], label))
+    if empty:
+        more = " ..." if len(empty) > 10 else ""
+        DATA_NOTES.append(f"{path}: {len(empty)} pairs with an empty sentence (lines "
+                          f"{', '.join(map(str, empty[:10]))}{more}), kept")
     return out
 
 
@@ -329,12 +393,14 @@ def massive_file(data_dir, lang, data="massive"):
     folder = Path(data_dir) / "data"
     hits = sorted(folder.glob(f"{lang}.jsonl")) or sorted(folder.glob(f"{lang}-*.jsonl"))
     if len(hits) > 1:
-        raise DataError(f"{folder}: --lang {lang} matches {[h.stem for h in hits]}; name the locale")
+        raise DataError(f"{folder}: --lang {lang} matches {[h.stem for h in hits]}; "
+                        "name the locale")
     return hits[0] if hits else _need(folder / f"{lang}.jsonl", data)
 
 
 def _xtreme_layout(d, lang, split):
-    return (d / f"{split}-{lang}.tsv").is_file() or not (d / "x-final").is_dir() and not (d / "XNLI-1.0").is_dir()
+    return (d / f"{split}-{lang}.tsv").is_file() or not (d / "x-final").is_dir() \
+        and not (d / "XNLI-1.0").is_dir()
 
 
 def split_file(data, data_dir, lang, split):
@@ -345,7 +411,8 @@ def split_file(data, data_dir, lang, split):
         return _need(d / lang / f"{SPLIT_NAMES[data][split]}.txt", data)
     if data == "mtod":  # <lang>/train-<lang>.conllu; some copies name Thai train-th_TH.conllu
         name = f"{SPLIT_NAMES[data][split]}-{lang}"
-        hits = sorted((d / lang).glob(f"{name}_*.conllu")) if not (d / lang / f"{name}.conllu").is_file() else []
+        hits = sorted((d / lang).glob(f"{name}_*.conllu")) \
+            if not (d / lang / f"{name}.conllu").is_file() else []
         return _need(hits[0] if hits else d / lang / f"{name}.conllu", data)
     if data == "matis":
         return _need(d / f"{split}_{lang.upper()}.tsv", data)
@@ -364,7 +431,8 @@ def split_file(data, data_dir, lang, split):
 
 def load_split(data, data_dir, lang, split):
     """Examples of one language and split ('train', 'dev', 'test') from the official layout. A split
-    without examples (an empty file, a header only, no MASSIVE row of that partition) is an error."""
+    without examples (an empty file, a header only, no MASSIVE row of that partition) is an
+    error."""
     d, f = Path(data_dir), split_file(data, data_dir, lang, split)
     if data == "mtop":
         out = read_mtop(f)
@@ -381,7 +449,8 @@ def load_split(data, data_dir, lang, split):
     elif split == "train":
         out = read_pairs(f, "premise", "hypo", "label", True, data)
     else:
-        out = read_pairs(f, "sentence1", "sentence2", "gold_label", True, data, lang=lang, lang_col="language")
+        out = read_pairs(f, "sentence1", "sentence2", "gold_label", True, data,
+                         lang=lang, lang_col="language")
     if not out:
         raise DataError(f"{f}: no examples" + _why_empty(data, f, lang, split))
     return out
@@ -396,9 +465,11 @@ def _why_empty(data, f, lang, split):
                 parts.add(str(json.loads(line)["partition"]))
         return f" with partition {split!r} (partitions found: {', '.join(sorted(parts)) or 'none'})"
     if f.name.startswith("xnli."):
-        return f" for language {lang!r} (languages found: {', '.join(_xnli_languages(f.parent)) or 'none'})"
+        return (f" for language {lang!r} "
+                f"(languages found: {', '.join(_xnli_languages(f.parent)) or 'none'})")
     skipped = [n[len(f"{f}: "):] for n in DATA_NOTES if n.startswith(f"{f}: ")]
-    return f" ({skipped[-1]})" if skipped else f" (the {lang} {split} split is empty or only a header)"
+    return f" ({skipped[-1]})" if skipped else \
+        f" (the {lang} {split} split is empty or only a header)"
 
 
 def _xnli_languages(folder):
@@ -416,7 +487,8 @@ def _found_languages(data, data_dir):
     if data in ("mtop", "mtod"):
         found = [p.name for p in d.iterdir() if p.is_dir() and p.name != "translate-train"]
     elif data == "matis":
-        found = [p.stem.split("_")[1].lower() for s in ("train", "dev", "test") for p in d.glob(f"{s}_*.tsv")]
+        found = [p.stem.split("_")[1].lower() for s in ("train", "dev", "test")
+                 for p in d.glob(f"{s}_*.tsv")]
     elif data in ("massive", "demo"):
         found = [p.stem.split("-")[0] for p in (d / "data").glob("*.jsonl")]
     elif (d / "x-final").is_dir():
@@ -424,7 +496,8 @@ def _found_languages(data, data_dir):
     elif (d / "XNLI-1.0").is_dir():
         found = _xnli_languages(d / "XNLI-1.0")
     else:
-        found = [p.stem.split("-", 1)[1] for s in ("train", "dev", "test") for p in d.glob(f"{s}-*.tsv")]
+        found = [p.stem.split("-", 1)[1] for s in ("train", "dev", "test")
+                 for p in d.glob(f"{s}-*.tsv")]
     return sorted(set(found))
 
 
@@ -437,24 +510,51 @@ def resolve_langs(spec, data, data_dir):
     """`--lang de,es` or `all` -> ['de', 'es']. Each language named must be in the folder."""
     if not Path(data_dir).is_dir():
         url, layout = PUBLISHED[data]
-        raise DataError(f"{data_dir}: dataset folder not found. The {data} loader expects {layout}. "
-                        f"Published at: {url}" + (f" (python tools/download.py {data})" if data in DOWNLOADS else ""))
+        raise DataError(f"{data_dir}: dataset folder not found. "
+                        f"The {data} loader expects {layout}. "
+                        f"Published at: {url}"
+                        + (f" (python tools/download.py {data})" if data in DOWNLOADS else ""))
     if spec == "all":
         langs = languages(data, data_dir)
     else:
         langs = [x.strip() for x in spec.split(",")]
         if not all(langs):
-            raise DataError(f"{data_dir}: --lang {spec}: an empty item in the list (a doubled or trailing comma?)")
-        found = _found_languages(data, data_dir)
-        folder = Path(data_dir) / "data"  # MASSIVE also takes a full locale: de-DE
-        missing = [x for x in langs if not (x in found or data == "matis" and x.lower() in found
-                                            or data in ("massive", "demo") and (folder / f"{x}.jsonl").is_file())]
+            raise DataError(f"{data_dir}: --lang {spec}: an empty item in the list "
+                            "(a doubled or trailing comma?)")
+        found, missing = _missing(langs, data, data_dir)
         if missing:
-            raise DataError(f"{data_dir}: --lang {','.join(missing)}: no {', '.join(missing)} data here "
-                            f"(found: {', '.join(found) or 'none'})")
+            searched = Path(data_dir) / "data" if data in ("massive", "demo") else Path(data_dir)
+            raise DataError(f"{data_dir}: --lang {','.join(missing)}: "
+                            f"no {', '.join(missing)} data here "
+                            f"(found: {', '.join(found) or f'none in {searched}'})"
+                            + _parent_hint(spec, data, data_dir))
     if not langs:
-        raise DataError(f"{data_dir}: no target languages found for --lang {spec}")
+        raise DataError(f"{data_dir}: no target languages found for --lang {spec}"
+                        + _parent_hint(spec, data, data_dir))
     return langs
+
+
+def _missing(langs, data, data_dir):
+    """(languages found in the folder, those of `langs` not among them)."""
+    found = _found_languages(data, data_dir)
+    folder = Path(data_dir) / "data"  # MASSIVE also takes a full locale: de-DE
+    return found, [x for x in langs if not (x in found or data == "matis" and x.lower() in found
+                                            or data in ("massive", "demo")
+                                            and (folder / f"{x}.jsonl").is_file())]
+
+
+def _parent_hint(spec, data, data_dir):
+    """`; <parent> has the <data> layout ...` when --data_dir names a folder one level too deep."""
+    d = Path(data_dir)
+    parent = d.parent if d.parent != d else d.resolve().parent
+    if parent == d.resolve():
+        return ""
+    try:
+        found = languages(data, parent) if spec == "all" else \
+            not _missing(spec.split(","), data, parent)[1]
+    except (OSError, DataError):
+        return ""
+    return f"; {parent} has the {data} layout: pass --data_dir {parent}" if found else ""
 
 
 def load_translations(data, data_dir, lang, english, train_lang="en"):
@@ -462,19 +562,26 @@ def load_translations(data, data_dir, lang, english, train_lang="en"):
     (None where one is missing). Text only: the target labels are never trained on. A line-aligned
     `translate-train/<lang>.txt` (or .tsv for pairs) beside the dataset wins (machine translation,
     as in the papers); blank lines there are missing translations (counted in DATA_NOTES). Otherwise
-    parallel datasets are paired by id (never by LineIds, made up from line numbers); for intent/slot
-    data the share of pairs whose intents agree is noted, and an implausibly low one is an error."""
+    parallel datasets are paired by id (never by LineIds, made up from line numbers); for
+    intent/slot data the share of pairs whose intents agree is noted, and an implausibly low one is
+    an error."""
+    _check_target(lang, train_lang)
     d = Path(data_dir)
     mt = d / "translate-train" / f"{lang}.{'tsv' if data in PAIR_TASKS else 'txt'}"
     if mt.is_file() or data == "mtod":
-        lines = [line for _, line in _lines(_need(mt, data))]
+        rows = list(_lines(_need_translations(mt, data, d)))
+        if data == "matis" and train_lang == "en" and len(rows) != len(english):
+            rows = _drop_skipped(mt, rows, _train_file(data, d))
+        lines = [line for _, line in rows]
         if len(lines) != len(english):
-            raise DataError(f"{mt}: {len(lines)} lines, but the English train set has {len(english)} "
-                            f"examples; the file must be line-aligned with it ({_train_file(data, d)})")
-        blank = [n for n, line in enumerate(lines, 1) if not line.strip()]
+            raise DataError(f"{mt}: {len(lines)} lines, but the English train set has "
+                            f"{len(english)} examples; the file must be line-aligned with it "
+                            f"({_train_file(data, d)})")
+        blank = [n for n, line in rows if not line.strip()]
         if blank:
             DATA_NOTES.append(f"{mt}: {len(blank)} blank lines (missing translations; lines "
-                              f"{', '.join(map(str, blank[:10]))}{' ...' if len(blank) > 10 else ''})")
+                              f"{', '.join(map(str, blank[:10]))}"
+                              f"{' ...' if len(blank) > 10 else ''})")
         if data in PAIR_TASKS:
             for n, line in enumerate(lines, 1):
                 if line.strip() and line.count("\t") < 1:
@@ -484,33 +591,68 @@ def load_translations(data, data_dir, lang, english, train_lang="en"):
     if data == "xnli" and (d / "XNLI-MT-1.0").is_dir():  # XNLI-MT is line-aligned, not keyed by id
         target = load_split(data, data_dir, lang, "train")
         if len(target) != len(english):
-            raise DataError(f"{d}/XNLI-MT-1.0/multinli/multinli.train.{lang}.tsv: {len(target)} pairs, "
+            raise DataError(f"{d}/XNLI-MT-1.0/multinli/multinli.train.{lang}.tsv: "
+                            f"{len(target)} pairs, "
                             f"but the English file has {len(english)}; they must be line-aligned")
         return [(t.a, t.b) for t in target]
     try:
         split_file(data, data_dir, lang, "train")
     except DataError as e:  # no target train file: nothing to pair with
         raise DataError(f"{_no_translations(data, data_dir, lang, len(english))} ({e})") from None
-    by_id = {t.id: t for t in load_split(data, data_dir, lang, "train") if not isinstance(t.id, LineId)}
+    by_id = {t.id: t for t in load_split(data, data_dir, lang, "train")
+             if not isinstance(t.id, LineId)}
     out = [None if isinstance(e.id, LineId) else by_id.get(e.id) for e in english]
     pairs = [(e, t) for e, t in zip(english, out) if t is not None]
     if data in INTENT_SLOT and pairs:
         share = sum(e.intent == t.intent for e, t in pairs) / len(pairs)
         tgt = split_file(data, data_dir, lang, "train")
         if share < 0.5 and len(pairs) >= 20:
-            raise DataError(f"{split_file(data, data_dir, train_lang, 'train')}, {tgt}: paired by id, the intent "
-                            f"agrees on only {share:.1%} of {len(pairs)} pairs: the same ids do not name translations "
-                            f"of the same utterance here (give line-aligned translations in {mt} instead)")
-        DATA_NOTES.append(f"{data}/{lang}: paired {len(pairs)} of {len(english)} English training examples by id "
+            raise DataError(f"{split_file(data, data_dir, train_lang, 'train')}, {tgt}: "
+                            f"paired by id, the intent agrees on only {share:.1%} of {len(pairs)} "
+                            "pairs: the same ids do not name translations of the same utterance "
+                            f"here (give line-aligned translations in {mt} instead)")
+        DATA_NOTES.append(f"{data}/{lang}: paired {len(pairs)} of {len(english)} English "
+                          "training examples by id "
                           f"with {tgt}; the intent agrees on {share:.1%} of the pairs")
-    return [None if t is None else (t.a, t.b) if data in PAIR_TASKS else " ".join(t.words) for t in out]
+    return [None if t is None else (t.a, t.b) if data in PAIR_TASKS else " ".join(t.words)
+            for t in out]
+
+
+def _check_target(lang, train_lang):
+    """Alignment pairs training examples with their translations: the target is another language."""
+    if lang.split("-")[0].lower() == train_lang.split("-")[0].lower():
+        raise DataError(f"--lang {lang}: alignment needs a target language other than the training "
+                        f"language ({train_lang}); name another language, or run without alignment")
+
+
+def _need_translations(mt, data, d):
+    """A translate-train file is this project's convention, not in a release: say what it is."""
+    if not mt.is_file():
+        raise DataError(f"{mt}: file not found: alignment reads line-aligned translations of the "
+                        f"English train set ({_train_file(data, d)}) from it, one per line (not "
+                        f"part of the {data} release: make it with a translation system)")
+    return mt
+
+
+def _drop_skipped(mt, rows, train):
+    """The lines of a translate-train file without those of the English rows that read_matis
+    skipped (token and label counts differ): line i translates data row i of `train`."""
+    kept = [len(cols[1].split()) == len(cols[2].split()) for _, cols in _matis_rows(train)]
+    if len(rows) != len(kept) or all(kept):
+        return rows
+    where = [(r[0], n) for r, (n, _), k in zip(rows, _matis_rows(train), kept) if not k]
+    pairs = ", ".join(f"line {a} = line {b} of {train}" for a, b in where[:10])
+    DATA_NOTES.append(f"{mt}: {len(where)} lines dropped, translations of English rows skipped "
+                      f"above ({pairs}"
+                      f"{' ...' if len(where) > 10 else ''})")
+    return [r for r, k in zip(rows, kept) if k]
 
 
 def _train_file(data, d):
     return {"mtod": d / "en" / "train-en.conllu", "matis": d / "train_EN.tsv"}.get(data, d)
 
 
-# ----------------------------------------------------------------------------- STS and parallel text
+# ---------------------------------------------------------------------------- STS and parallel text
 
 
 @dataclass
@@ -518,15 +660,20 @@ class StsPair:
     a: str
     b: str
     score: float  # gold similarity, 0-5
-    key: tuple  # what must agree between row-parallel files (genre, file, year, id, score) or (score,)
+    # what must agree between row-parallel files: (genre, file, year, id, score) or (score,)
+    key: tuple
     where: str  # file:line
 
 
-STS_LAYOUT = ("<data_dir>/stsbenchmark/sts-{train,dev,test}.csv (STS-B, en), <data_dir>/korsts/sts-{train,dev,test}.tsv "
-              "(KorSTS, ko), <data_dir>/stsb-multi-mt/stsb-<lang>-{train,dev,test}.csv (any other language), "
-              "<data_dir>/semeval2017/**/STS.{input,gs}.<track>.*.txt (--lang sem17-<track>, test only)")
-PUBLISHED["sts"] = ("STS-B: https://ixa2.si.ehu.eus/stswiki, KorSTS: github.com/kakaobrain/KorNLUDatasets, "
-                    "stsb-multi-mt: github.com/PhilipMay/stsb-multi-mt, SemEval-2017: https://alt.qcri.org/semeval2017/task1/",
+STS_LAYOUT = ("<data_dir>/stsbenchmark/sts-{train,dev,test}.csv (STS-B, en), "
+              "<data_dir>/korsts/sts-{train,dev,test}.tsv (KorSTS, ko), "
+              "<data_dir>/stsb-multi-mt/stsb-<lang>-{train,dev,test}.csv (any other language), "
+              "<data_dir>/semeval2017/**/STS.{input,gs}.<track>.*.txt "
+              "(--lang sem17-<track>, test only)")
+PUBLISHED["sts"] = ("STS-B: https://ixa2.si.ehu.eus/stswiki, "
+                    "KorSTS: github.com/kakaobrain/KorNLUDatasets, "
+                    "stsb-multi-mt: github.com/PhilipMay/stsb-multi-mt, "
+                    "SemEval-2017: https://alt.qcri.org/semeval2017/task1/",
                     STS_LAYOUT)
 
 
@@ -554,21 +701,25 @@ def read_sts(path):
         except UnicodeDecodeError:
             raise _utf8_error(path) from None
         for n, row in rows:
-            if not row or len(row) == 1 and not row[0].strip():  # a blank line: skipped, as by every loader
+            # a blank line: skipped, as by every loader
+            if not row or len(row) == 1 and not row[0].strip():
                 continue
             if len(row) != 3:
-                raise DataError(f"{path}:{n}: expected 3 comma-separated fields sentence1,sentence2,score, found {len(row)}")
-            out.append(StsPair(row[0], row[1], _score(row[2], f"{path}:{n}"), (round(float(row[2]), 3),), f"{path}:{n}"))
+                raise DataError(f"{path}:{n}: expected 3 comma-separated fields "
+                                f"sentence1,sentence2,score, found {len(row)}")
+            out.append(StsPair(row[0], row[1], _score(row[2], f"{path}:{n}"),
+                               (round(float(row[2]), 3),), f"{path}:{n}"))
         return out
     for n, line in _lines(path):
         cols = line.split("\t")
-        if n == 1 and path.suffix == ".tsv" and cols[:5] == ["genre", "filename", "year", "id", "score"]:
+        if n == 1 and path.suffix == ".tsv" \
+                and cols[:5] == ["genre", "filename", "year", "id", "score"]:
             continue  # KorSTS header
         if not line.strip():
             continue
         if len(cols) < 7:
-            raise DataError(f"{path}:{n}: expected 7 tab-separated columns (genre, file, year, id, score, "
-                            f"sentence1, sentence2), found {len(cols)}")
+            raise DataError(f"{path}:{n}: expected 7 tab-separated columns (genre, file, year, "
+                            f"id, score, sentence1, sentence2), found {len(cols)}")
         score = _score(cols[4], f"{path}:{n}")
         out.append(StsPair(cols[5], cols[6], score, (*cols[:4], round(score, 3)), f"{path}:{n}"))
     return out
@@ -580,7 +731,8 @@ def read_semeval_sts(input_path, gs_path):
     are not scored by the official evaluation; they are skipped and counted in DATA_NOTES."""
     pairs, gold = list(_lines(input_path)), list(_lines(gs_path))
     if len(pairs) != len(gold):
-        raise DataError(f"{gs_path}: {len(gold)} lines, but {input_path} has {len(pairs)}; they must be line-aligned")
+        raise DataError(f"{gs_path}: {len(gold)} lines, but {input_path} has {len(pairs)}; "
+                        "they must be line-aligned")
     out, unscored = [], 0
     for (n, line), (_, g) in zip(pairs, gold):
         cols = line.split("\t")
@@ -589,9 +741,11 @@ def read_semeval_sts(input_path, gs_path):
         if not g.strip():
             unscored += 1
             continue
-        out.append(StsPair(cols[0], cols[1], _score(g.strip(), f"{gs_path}:{n}"), (n,), f"{input_path}:{n}"))
+        out.append(StsPair(cols[0], cols[1], _score(g.strip(), f"{gs_path}:{n}"), (n,),
+                           f"{input_path}:{n}"))
     if unscored:
-        DATA_NOTES.append(f"{input_path}: {unscored} pairs without a gold score skipped (as the official evaluation)")
+        DATA_NOTES.append(f"{input_path}: {unscored} pairs without a gold score skipped "
+                          "(as the official evaluation)")
     return out
 
 
@@ -634,10 +788,15 @@ def load_sts(data_dir, lang, split, data="sts"):
         inputs = sorted(root.glob(f"**/STS.input.{track}.*txt"))
         golds = sorted(root.glob(f"**/STS.gs.{track}.*txt"))
         if len(inputs) != 1 or len(golds) != 1:
-            raise DataError(f"{root}: expected one STS.input.{track}.*.txt and one STS.gs.{track}.*.txt, "
+            raise DataError(f"{root}: expected one STS.input.{track}.*.txt "
+                            f"and one STS.gs.{track}.*.txt, "
                             f"found {len(inputs)} and {len(golds)}. Layout: {STS_LAYOUT}")
         return read_semeval_sts(inputs[0], golds[0])
-    return read_sts(sts_file(data_dir, lang, split))
+    f = sts_file(data_dir, lang, split)
+    out = read_sts(f)
+    if not out:
+        raise DataError(f"{f}: no sentence pairs (the file is empty or holds only a header)")
+    return out
 
 
 def check_parallel(src, tgt):
@@ -645,7 +804,8 @@ def check_parallel(src, tgt):
     translation keeps: the ids and score (KorSTS) or the score (stsb-multi-mt)."""
     if len(src) != len(tgt):
         raise DataError(f"{tgt[0].where.rsplit(':', 1)[0] if tgt else '?'}: {len(tgt)} rows, but "
-                        f"{src[0].where.rsplit(':', 1)[0] if src else '?'} has {len(src)}; they must be row-parallel")
+                        f"{src[0].where.rsplit(':', 1)[0] if src else '?'} has {len(src)}; "
+                        "they must be row-parallel")
     for s, t in zip(src, tgt):
         k = min(len(s.key), len(t.key))
         if s.key[-k:] != t.key[-k:]:
@@ -659,20 +819,22 @@ def read_parallel(paths):
     if len(paths) == 2:
         a, b = ([line for _, line in _lines(_need_file(p))] for p in paths)
         if len(a) != len(b):
-            raise DataError(f"{paths[1]}: {len(b)} lines, but {paths[0]} has {len(a)}; they must be line-aligned")
+            raise DataError(f"{paths[1]}: {len(b)} lines, but {paths[0]} has {len(a)}; "
+                            "they must be line-aligned")
         pairs = list(zip(a, b))
-        where = [f"{paths[0]}:{n}" for n in range(1, len(a) + 1)]
+        where = [(f"{paths[0]}:{n}", f"{paths[1]}:{n}") for n in range(1, len(a) + 1)]
     else:
         pairs, where = [], []
         for n, line in _lines(_need_file(paths[0])):
             cols = line.split("\t")
             if len(cols) != 2:
-                raise DataError(f"{paths[0]}:{n}: expected source<TAB>target, found {len(cols)} columns")
+                raise DataError(f"{paths[0]}:{n}: expected source<TAB>target, "
+                                f"found {len(cols)} columns")
             pairs.append(tuple(cols))
-            where.append(f"{paths[0]}:{n}")
+            where.append((f"{paths[0]}:{n}",) * 2)
     for (x, y), w in zip(pairs, where):
         if not x.strip() or not y.strip():
-            raise DataError(f"{w}: empty sentence in a parallel pair")
+            raise DataError(f"{w[0] if not x.strip() else w[1]}: empty sentence in a parallel pair")
     return pairs
 
 
@@ -682,7 +844,7 @@ def _need_file(path):
     return path
 
 
-# ----------------------------------------------------------------------------- extractive QA (SQuAD v1.1, MLQA)
+# ----------------------------------------------------------------- extractive QA (SQuAD v1.1, MLQA)
 
 
 @dataclass
@@ -693,10 +855,13 @@ class QAExample:
     answers: list  # [(text, character start in context)]
 
 
-QA_LAYOUT = ("<data_dir>/train-v1.1.json (SQuAD v1.1 train, English), <data_dir>/dev-v1.1.json (SQuAD dev), "
+QA_LAYOUT = ("<data_dir>/train-v1.1.json (SQuAD v1.1 train, English), "
+             "<data_dir>/dev-v1.1.json (SQuAD dev), "
              "<data_dir>/MLQA_V1/{dev,test}/{dev,test}-context-<lang>-question-<lang>.json (MLQA)")
-PUBLISHED["squad"] = ("https://rajpurkar.github.io/SQuAD-explorer/dataset/train-v1.1.json (and dev-v1.1.json)", QA_LAYOUT)
-PUBLISHED["mlqa"] = ("https://dl.fbaipublicfiles.com/MLQA/MLQA_V1.zip (+ SQuAD v1.1 train for English)", QA_LAYOUT)
+PUBLISHED["squad"] = ("https://rajpurkar.github.io/SQuAD-explorer/dataset/train-v1.1.json "
+                      "(and dev-v1.1.json)", QA_LAYOUT)
+PUBLISHED["mlqa"] = ("https://dl.fbaipublicfiles.com/MLQA/MLQA_V1.zip "
+                     "(+ SQuAD v1.1 train for English)", QA_LAYOUT)
 
 
 def read_squad(path):
@@ -715,7 +880,8 @@ def read_squad(path):
                 try:
                     context, answers = para["context"], []
                     for a in qa["answers"]:
-                        if context[a["answer_start"]:a["answer_start"] + len(a["text"])] == a["text"]:
+                        if context[a["answer_start"]:a["answer_start"] + len(a["text"])] \
+                                == a["text"]:
                             answers.append((a["text"], a["answer_start"]))
                         else:
                             bad += 1
@@ -723,15 +889,17 @@ def read_squad(path):
                 except (KeyError, TypeError) as e:
                     raise DataError(f"{where}: missing or malformed field {e}") from None
     if not out:
-        raise DataError(f"{path}: no questions found; expected the SQuAD format {{\"data\": [{{\"paragraphs\": ...}}]}}")
+        raise DataError(f"{path}: no questions found; "
+                        f"expected the SQuAD format {{\"data\": [{{\"paragraphs\": ...}}]}}")
     if bad:
         DATA_NOTES.append(f"{path}: {bad} answers not found at their answer_start (dropped)")
     return out
 
 
 def load_qa(data_dir, lang, split):
-    """English train: SQuAD v1.1 train; dev/test: MLQA's `<split>-context-<lang>-question-<lang>.json`
-    (SQuAD's dev-v1.1.json stands in for English when MLQA is absent)."""
+    """English train: SQuAD v1.1 train; dev/test: MLQA's
+    `<split>-context-<lang>-question-<lang>.json` (SQuAD's dev-v1.1.json stands in for English
+    when MLQA is absent)."""
     d = Path(data_dir)
     if split == "train":
         if lang != "en":
@@ -758,7 +926,8 @@ def qa_normalize(text, lang="en"):
         import string
         import sys
         import unicodedata
-        _QA_PUNCT = {chr(i) for i in range(sys.maxunicode + 1) if unicodedata.category(chr(i)).startswith("P")}
+        _QA_PUNCT = {chr(i) for i in range(sys.maxunicode + 1)
+                     if unicodedata.category(chr(i)).startswith("P")}
         _QA_PUNCT |= set(string.punctuation)
     text = "".join(ch for ch in text.lower() if ch not in _QA_PUNCT)
     if lang in _QA_ARTICLES:
@@ -791,23 +960,29 @@ def qa_features(tok, examples, max_len, stride=128):
     first answer, 0 = <s> when the window does not contain it, as SQuAD training does)."""
     feats = []
     for n, ex in enumerate(examples):
-        room = max_len - len(tok(ex.question, add_special_tokens=False)["input_ids"]) - tok.num_special_tokens_to_add(pair=True)
+        room = max_len - len(tok(ex.question, add_special_tokens=False)["input_ids"]) \
+            - tok.num_special_tokens_to_add(pair=True)
         if room < 8:
-            raise DataError(f"question {ex.id}: too long for --max_len {max_len} (leaves {room} subwords of context)")
-        enc = tok(ex.question, ex.context, truncation="only_second", max_length=max_len, stride=min(stride, room // 2),
-                  return_overflowing_tokens=True, return_offsets_mapping=True)
+            raise DataError(f"question {ex.id}: too long for --max_len {max_len} "
+                            f"(leaves {room} subwords of context)")
+        enc = tok(ex.question, ex.context, truncation="only_second", max_length=max_len,
+                  stride=min(stride, room // 2), return_overflowing_tokens=True,
+                  return_offsets_mapping=True)
         for w in range(len(enc["input_ids"])):
             seq = enc.sequence_ids(w)
-            offsets = [tuple(o) if sid == 1 else None for o, sid in zip(enc["offset_mapping"][w], seq)]
+            offsets = [tuple(o) if sid == 1 else None
+                       for o, sid in zip(enc["offset_mapping"][w], seq)]
             start = end = 0
             if ex.answers:
                 a_s = ex.answers[0][1]
                 a_e = a_s + len(ex.answers[0][0])
-                inside = [i for i, o in enumerate(offsets) if o is not None and o[0] < a_e and o[1] > a_s]
+                inside = [i for i, o in enumerate(offsets)
+                          if o is not None and o[0] < a_e and o[1] > a_s]
                 ctx = [i for i, o in enumerate(offsets) if o is not None]
                 if inside and offsets[ctx[0]][0] <= a_s and offsets[ctx[-1]][1] >= a_e:
                     start, end = inside[0], inside[-1]
-            feats.append({"input_ids": enc["input_ids"][w], "example": n, "offsets": offsets, "start": start, "end": end})
+            feats.append({"input_ids": enc["input_ids"][w], "example": n, "offsets": offsets,
+                          "start": start, "end": end})
     return feats
 
 
@@ -828,7 +1003,8 @@ def best_span(start_logits, end_logits, offsets, max_answer_len=30, top=20):
 
 
 class QAModel(nn.Module):
-    """An encoder with a start/end head (one linear layer to 2 logits per token), as BERT's SQuAD model."""
+    """An encoder with a start/end head (one linear layer to 2 logits per token), as BERT's SQuAD
+    model."""
 
     def __init__(self, encoder):
         super().__init__()
@@ -839,20 +1015,23 @@ class QAModel(nn.Module):
     def forward(self, input_ids, attention_mask):
         """Returns (start logits (B, T), end logits (B, T)), padding positions at -inf."""
         h = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        logits = self.qa_head(h).float().masked_fill(~attention_mask.bool().unsqueeze(-1), float("-inf"))
+        logits = self.qa_head(h).float().masked_fill(~attention_mask.bool().unsqueeze(-1),
+                                                     float("-inf"))
         return logits[..., 0], logits[..., 1]
 
 
 @torch.no_grad()
 def qa_evaluate(model, examples, feats, lang, pad_id, device, autocast, batch_size=64):
-    """F1 and exact match (percent, MLQA's per-language normalisation), best span over the windows."""
+    """F1 and exact match (percent, MLQA's per-language normalisation), best span over the
+    windows."""
     was_training = model.training
     model.eval()
     best = {}
     for s in range(0, len(feats), batch_size):
         chunk = feats[s:s + batch_size]
         T = max(len(f["input_ids"]) for f in chunk)
-        ids = torch.tensor([f["input_ids"] + [pad_id] * (T - len(f["input_ids"])) for f in chunk], device=device)
+        ids = torch.tensor([f["input_ids"] + [pad_id] * (T - len(f["input_ids"])) for f in chunk],
+                           device=device)
         with autocast:
             st, en = model(ids, (ids != pad_id).long())
         for f, a, b in zip(chunk, st.tolist(), en.tolist()):
@@ -865,7 +1044,8 @@ def qa_evaluate(model, examples, feats, lang, pad_id, device, autocast, batch_si
         pred = ex.context[best[n][1]:best[n][2]] if n in best else ""
         a, b = qa_scores(pred, [t for t, _ in ex.answers] or [""], lang)
         f1, em = f1 + a, em + b
-    return {"f1": f1 / max(len(examples), 1), "exact_match": em / max(len(examples), 1), "n": len(examples)}
+    return {"f1": f1 / max(len(examples), 1), "exact_match": em / max(len(examples), 1),
+            "n": len(examples)}
 
 
 # ----------------------------------------------------------------------------- labels and batches
@@ -910,10 +1090,10 @@ def encode(tok, ex, labels, max_len, where=""):
     """Tokenize one example. Intent/slot: words are tokenized as pre-split words and only the first
     subword of each word carries its slot label (-100 elsewhere); `starts` lists those positions.
     A word split into a lone '▁' piece and the rest (XLM-R does this to most Thai words: '▁',
-    'ตั้ง') is labelled on its second piece, since the lone '▁' is the same token for every word.
-    Pair: `<s> a </s></s> b </s>`. Unknown labels (only possible in eval sets) get -1 / -100.
-    Inputs longer than max_len are cut (counted in DATA_NOTES); words past the cut get no
-    position, and evaluation predicts O for them."""
+    'ตั้ง') is labelled on its second piece, since the lone '▁' is the same token for
+    every word. Pair: `<s> a </s></s> b </s>`. Unknown labels (only possible in eval sets) get
+    -1 / -100. Inputs longer than max_len are cut (counted in DATA_NOTES); words past the cut get
+    no position, and evaluation predicts O for them."""
     if isinstance(ex, Pair):
         enc = tok(ex.a, ex.b)
         if len(enc["input_ids"]) > max_len:
@@ -961,7 +1141,8 @@ def encode_text(tok, text, max_len, with_types=False):
     enc = tok(*text, truncation="longest_first", max_length=max_len) if isinstance(text, tuple) \
         else tok(text, truncation=True, max_length=max_len)
     if with_types:
-        return enc["input_ids"], enc["token_type_ids"] if isinstance(text, tuple) and "token_type_ids" in enc else None
+        return enc["input_ids"], enc["token_type_ids"] \
+            if isinstance(text, tuple) and "token_type_ids" in enc else None
     return enc["input_ids"]
 
 
@@ -975,7 +1156,8 @@ def _index(vocab, item, unknown=-1):
 def collate(items, pad_id):
     """Pad a list of encoded items to the longest sequence in the batch (English and, if present,
     one translation per item, chosen at random among its languages, padded to the same length)."""
-    pick = [random.randrange(len(it["tgt"])) if it.get("tgt") else None for it in items] if "tgt" in items[0] else None
+    pick = [random.randrange(len(it["tgt"])) if it.get("tgt") else None for it in items] \
+        if "tgt" in items[0] else None
     tgt = [it["tgt"][k] if k is not None else [] for it, k in zip(items, pick)] if pick else None
     T = max(len(it["input_ids"]) for it in items)
     if tgt is not None:
@@ -997,7 +1179,8 @@ def collate(items, pad_id):
         batch["tgt_attention_mask"] = (batch["tgt_input_ids"] != pad_id).long()
         batch["has_tgt"] = torch.tensor([len(t) > 0 for t in tgt])
         if "tgt_types" in items[0]:
-            batch["tgt_token_type_ids"] = pad([it["tgt_types"][k] if k is not None else [] for it, k in zip(items, pick)], 0)
+            batch["tgt_token_type_ids"] = pad([it["tgt_types"][k] if k is not None else []
+                                               for it, k in zip(items, pick)], 0)
     return batch
 
 
@@ -1006,8 +1189,9 @@ def make_loader(items, batch_size, pad_id, shuffle, seed=0, shard=None):
     disjoint 1/world of the data (DistributedSampler), reshuffled by `loader.sampler.set_epoch`."""
     sampler = None
     if shard:
-        sampler = torch.utils.data.distributed.DistributedSampler(items, num_replicas=shard[1], rank=shard[0],
-                                                                  shuffle=shuffle, seed=seed)
+        sampler = torch.utils.data.distributed.DistributedSampler(items, num_replicas=shard[1],
+                                                                  rank=shard[0], shuffle=shuffle,
+                                                                  seed=seed)
     gen = torch.Generator().manual_seed(seed)
     return torch.utils.data.DataLoader(items, batch_size=batch_size, sampler=sampler, generator=gen,
                                        shuffle=shuffle and sampler is None, drop_last=False,
@@ -1019,10 +1203,13 @@ def load_data(args, langs, align):
     {lang: {split: examples}} for English and each target language)."""
     DATA_NOTES.clear()  # notes belong to one run
     CUT.clear()
+    for lang in langs if align else ():
+        _check_target(lang, args.train_lang)
     if getattr(args, "dev_halves", False):
         return dev_halves(args, langs, align)
     full = load_split(args.data, args.data_dir, args.train_lang, "train")
-    keep = range(len(full))  # --limit_train: one fixed random subset, the same for every seed and method
+    # --limit_train: one fixed random subset, the same for every seed and method
+    keep = range(len(full))
     if 0 < args.limit_train < len(full):
         keep = sorted(random.Random(0).sample(keep, args.limit_train))
     train = [full[i] for i in keep]
@@ -1034,8 +1221,8 @@ def load_data(args, langs, align):
             in_full = len(found[lang]) - found[lang].count(None)
             raise DataError(_no_translations(args.data, args.data_dir, lang, len(t), in_full))
         if None in t:
-            DATA_NOTES.append(f"{args.data}/{lang}: {t.count(None)} of {len(t)} English training examples "
-                              "have no translation; they get no alignment loss")
+            DATA_NOTES.append(f"{args.data}/{lang}: {t.count(None)} of {len(t)} English training "
+                              "examples have no translation; they get no alignment loss")
     evals = {lang: {s: load_split(args.data, args.data_dir, lang, s) for s in ("dev", "test")}
              for lang in dict.fromkeys(["en", *langs])}
     return train, trans, evals
@@ -1046,7 +1233,8 @@ def _no_translations(data, data_dir, lang, n, in_full=0):
     d = Path(data_dir)
     mt = d / "translate-train" / f"{lang}.{'tsv' if data in PAIR_TASKS else 'txt'}"
     if in_full:
-        where = f"the full training set has {in_full} (from {mt} or by id), but none is among those --limit_train keeps"
+        where = (f"the full training set has {in_full} (from {mt} or by id), but none is among "
+                 "those --limit_train keeps")
     elif mt.is_file() or data == "mtod":
         where = f"{mt} has only blank lines"
     else:
@@ -1054,9 +1242,10 @@ def _no_translations(data, data_dir, lang, n, in_full=0):
             target = split_file(data, data_dir, lang, "train")
         except DataError:
             target = f"the {lang} train file"
-        where = (f"found neither {mt} (line-aligned translations) nor training examples with the same ids "
-                 f"in {target}")
-    return f"{d}: --lang {lang}: no translations of the {n} training examples for alignment: {where}"
+        where = (f"found neither {mt} (line-aligned translations) nor training examples with the "
+                 f"same ids in {target}")
+    return (f"{d}: --lang {lang}: no translations of the {n} training examples for alignment: "
+            f"{where}")
 
 
 def dev_halves(args, langs, align):
@@ -1066,25 +1255,33 @@ def dev_halves(args, langs, align):
     quarters used as dev and test in every language, so no evaluated pair was trained on in any
     language. Same layout as load_data's result."""
     if args.data not in PAIR_TASKS:
-        raise DataError(f"--dev_halves splits the parallel dev sets of {PAIR_TASKS}, not {args.data}")
-    rows = {lang: load_split(args.data, args.data_dir, lang, "dev") for lang in dict.fromkeys([args.train_lang, "en", *langs])}
+        raise DataError(f"--dev_halves splits the parallel dev sets of {PAIR_TASKS}, "
+                        f"not {args.data}")
+    rows = {lang: load_split(args.data, args.data_dir, lang, "dev")
+            for lang in dict.fromkeys([args.train_lang, "en", *langs])}
     n = len(rows[args.train_lang])
     for lang, r in rows.items():
         if len(r) != n:
-            raise DataError(f"{args.data_dir}: the {lang} dev set has {len(r)} pairs and the {args.train_lang} one {n}; "
+            raise DataError(f"{args.data_dir}: the {lang} dev set has {len(r)} pairs and the "
+                            f"{args.train_lang} one {n}; "
                             "--dev_halves needs row-parallel dev sets")
     if n < 4:  # the dev and test quarters would be empty
-        raise DataError(f"{args.data_dir}: the {args.train_lang} dev set has {n} pairs; --dev_halves needs at least 4")
+        raise DataError(f"{args.data_dir}: the {args.train_lang} dev set has {n} pairs; "
+                        "--dev_halves needs at least 4")
     order = random.Random(0).sample(range(n), n)
-    train_idx, dev_idx, test_idx = sorted(order[:n // 2]), sorted(order[n // 2:3 * n // 4]), sorted(order[3 * n // 4:])
+    train_idx, dev_idx, test_idx = sorted(order[:n // 2]), sorted(order[n // 2:3 * n // 4]), \
+        sorted(order[3 * n // 4:])
     if 0 < args.limit_train < len(train_idx):
         train_idx = sorted(random.Random(0).sample(train_idx, args.limit_train))
     train = [rows[args.train_lang][i] for i in train_idx]
-    trans = {lang: [(rows[lang][i].a, rows[lang][i].b) for i in train_idx] for lang in langs} if align else {}
-    evals = {lang: {"dev": [rows[lang][i] for i in dev_idx], "test": [rows[lang][i] for i in test_idx]}
+    trans = {lang: [(rows[lang][i].a, rows[lang][i].b) for i in train_idx]
+             for lang in langs} if align else {}
+    evals = {lang: {"dev": [rows[lang][i] for i in dev_idx],
+                    "test": [rows[lang][i] for i in test_idx]}
              for lang in dict.fromkeys(["en", *langs])}
-    DATA_NOTES.append(f"{args.data}: --dev_halves: train on {len(train)} {args.train_lang} dev pairs, dev/test on "
-                      f"{len(dev_idx)}/{len(test_idx)} other dev pairs per language (split with seed 0)")
+    DATA_NOTES.append(f"{args.data}: --dev_halves: train on {len(train)} {args.train_lang} dev "
+                      f"pairs, dev/test on {len(dev_idx)}/{len(test_idx)} other dev pairs per "
+                      "language (split with seed 0)")
     return train, trans, evals
 
 
@@ -1092,8 +1289,10 @@ def texts_of(train, trans, evals):
     """Every sentence of a run (for training the tiny model's tokenizer)."""
     def text(e):
         return " ".join(e.words) if isinstance(e, Example) else e.a + " " + e.b
-    out = [text(e) for e in train] + [text(e) for d in evals.values() for xs in d.values() for e in xs]
-    return out + [t if isinstance(t, str) else " ".join(t) for ts in trans.values() for t in ts if t]
+    out = [text(e) for e in train] \
+        + [text(e) for d in evals.values() for xs in d.values() for e in xs]
+    return out + [t if isinstance(t, str) else " ".join(t)
+                  for ts in trans.values() for t in ts if t]
 
 
 def train_items(tok, train, labels, trans, max_len, where):
@@ -1129,8 +1328,8 @@ def load_task(data, data_dir, lang, train_lang="en", limit_train=0, align=False,
     DataError naming the file and line; defects are counted in notes()."""
     import types
     langs = resolve_langs(lang, data, data_dir)
-    flags = types.SimpleNamespace(data=data, data_dir=data_dir, train_lang=train_lang, limit_train=limit_train,
-                                  dev_halves=dev_halves)
+    flags = types.SimpleNamespace(data=data, data_dir=data_dir, train_lang=train_lang,
+                                  limit_train=limit_train, dev_halves=dev_halves)
     train, trans, evals = load_data(flags, langs, align)
     evals = {x: {s: eval_subset(xs, max_eval) for s, xs in d.items()} for x, d in evals.items()}
     return langs, train, trans, evals
@@ -1155,9 +1354,11 @@ def _count_unseen(where, examples, labels):
     slots = [labels.tag(t) for e in exs for t in e.slots if labels.tag(t) not in labels.slots]
     parts = []
     if intents:
-        parts.append(f"{len(intents)} of {len(exs)} examples have an intent never seen in training" + names(intents))
+        parts.append(f"{len(intents)} of {len(exs)} examples have an intent never seen in training"
+                     + names(intents))
     if slots:
-        parts.append(f"{len(slots)} of {words} words have a slot type never seen in training" + names(map(strip_bio, slots)))
+        parts.append(f"{len(slots)} of {words} words have a slot type never seen in training"
+                     + names(map(strip_bio, slots)))
     if parts:
         DATA_NOTES.append(f"{where}: {'; '.join(parts)}")
 
@@ -1183,14 +1384,17 @@ class TaskModel(nn.Module):
         h = encoder.config.hidden_size
         self.intent_head = nn.Linear(h, n_classes)
         self.slot_head = nn.Linear(h, n_slots) if n_slots else None
-        self.train()  # from_pretrained returns the encoder in eval mode: dropout on from the first step
+        # from_pretrained returns the encoder in eval mode: dropout on from the first step
+        self.train()
 
     def forward(self, input_ids, attention_mask, token_type_ids=None):
-        """Returns (cls (B, d), class logits (B, C), slot logits (B, T, S) or None, token states (B, T, d)).
+        """Returns (cls (B, d), class logits (B, C), slot logits (B, T, S) or None,
+        token states (B, T, d)).
         token_type_ids: segment ids of a BERT-style tokenizer (None: every token in segment 0)."""
         if getattr(self.encoder.config, "type_vocab_size", 1) < 2:
             token_type_ids = None  # one segment embedding (XLM-R): nothing to pass
-        out = self.encoder(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+        out = self.encoder(input_ids=input_ids, attention_mask=attention_mask,
+                           token_type_ids=token_type_ids)
         h_tok = out.last_hidden_state
         h_cls = out.pooler_output if self.cls == "pooler" else h_tok[:, 0]
         slot_logits = self.slot_head(h_tok) if self.slot_head is not None else None
@@ -1200,29 +1404,40 @@ class TaskModel(nn.Module):
         return [p for n, p in self.named_parameters() if not n.startswith("encoder.")]
 
     def param_groups(self, lr, head_lr):
-        """Optimizer groups: the encoder at lr, every head (including ones added later) at head_lr."""
-        return [{"params": list(self.encoder.parameters()), "lr": lr}, {"params": self.head_parameters(), "lr": head_lr}]
+        """Optimizer groups: the encoder at lr, every head (including ones added later) at
+        head_lr."""
+        return [{"params": list(self.encoder.parameters()), "lr": lr},
+                {"params": self.head_parameters(), "lr": head_lr}]
 
 
 def task_loss(intent_logits, intent, slot_logits=None, slot_labels=None):
-    """The joint task loss of the official code: CE(intent) + CE(slots, ignoring -100), equal weights.
-    Labels may still be on the CPU; slot_logits=None for sentence(-pair) classification."""
+    """The joint task loss of the official code: CE(intent) + CE(slots, ignoring -100), equal
+    weights. Labels may still be on the CPU; slot_logits=None for sentence(-pair) classification."""
     loss = F.cross_entropy(intent_logits.float(), intent.to(intent_logits.device))
     if slot_logits is not None:
         loss = loss + F.cross_entropy(slot_logits.flatten(0, 1).float(),
-                                      slot_labels.to(slot_logits.device).flatten(), ignore_index=-100)
+                                      slot_labels.to(slot_logits.device).flatten(),
+                                      ignore_index=-100)
     return loss
 
 
-def load_encoder(name, texts=(), out_dir=None, max_len=128):
+MIN_LEN = 8  # the smallest --max_len: <s>, </s> and room for a few words
+
+
+def load_encoder(name, texts=(), out_dir=None, max_len=None):
     """(encoder, tokenizer). `tiny` builds a small random XLM-R-shaped encoder and a SentencePiece
     unigram tokenizer trained on `texts`, saves both to `<out_dir>/tiny_model` and loads them back
-    like any checkpoint; anything else is a hub name or a local folder for from_pretrained."""
+    like any checkpoint; anything else is a hub name or a local folder for from_pretrained.
+    max_len (the run's --max_len; the tiny model's size, 128 if None) must fit the encoder."""
+    from safetensors import SafetensorError
     from transformers import AutoModel, AutoTokenizer
     from transformers.utils import logging as hf_logging
     hf_logging.disable_progress_bar()
+    if max_len is not None and max_len < MIN_LEN:
+        raise SystemExit(f"error: --max_len {max_len}: too small; at least {MIN_LEN} subwords are "
+                         "needed (<s>, </s> and the words of an input)")
     if name == "tiny":
-        name = build_tiny(texts, Path(out_dir) / "tiny_model", max_len)
+        name = build_tiny(texts, Path(out_dir) / "tiny_model", max_len or 128)
     path = Path(name).expanduser()
     if path.is_dir():
         name = str(path)
@@ -1230,33 +1445,68 @@ def load_encoder(name, texts=(), out_dir=None, max_len=128):
     elif name.startswith((".", "/", "~")) or name.count("/") > 1:  # a path, not an org/name hub id
         raise SystemExit(f"error: --model {name}: no such folder")
     elif not _cached(name) and not _hub_reachable():
-        raise SystemExit(f"error: --model {name}: not in the local Hugging Face cache and the hub cannot be "
-                         "reached; pass a local folder holding config.json, the weights and the tokenizer files")
+        raise SystemExit(f"error: --model {name}: not in the local Hugging Face cache and the hub "
+                         "cannot be reached; pass a local folder holding config.json, the weights "
+                         "and the tokenizer files")
     try:
         tok = AutoTokenizer.from_pretrained(name)
         enc = AutoModel.from_pretrained(name)
+    except SafetensorError as e:
+        raise SystemExit(f"error: --model {name}: a weights file is damaged or truncated "
+                         f"({e})") from None
     except (OSError, ValueError) as e:
         raise SystemExit(f"error: --model {name}: could not load it ({str(e).splitlines()[0]}). "
-                         "Without network access pass a local folder holding config.json, the weights and "
-                         "the tokenizer files (see README: 'A real encoder offline').") from None
+                         "Without network access pass a local folder holding config.json, "
+                         "the weights and the tokenizer files "
+                         "(see README: 'Running on real data').") from None
     vocab = enc.get_input_embeddings().num_embeddings
     if len(tok) > vocab or len(tok) < 0.9 * vocab:
-        raise SystemExit(f"error: --model {name}: the tokenizer has {len(tok)} tokens but the model's vocabulary "
-                         f"{vocab}: they do not belong together (a folder with missing or foreign tokenizer files?)")
+        raise SystemExit(f"error: --model {name}: the tokenizer has {len(tok)} tokens but the "
+                         f"model's vocabulary {vocab}: they do not belong together "
+                         "(a folder with missing or foreign tokenizer files?)")
+    limit = max_positions(enc.config)
+    if max_len is not None and limit is not None and max_len > limit:
+        raise SystemExit(f"error: --max_len {max_len}: the encoder {name} takes at most {limit} "
+                         f"subwords per input (max_position_embeddings "
+                         f"{enc.config.max_position_embeddings}); pass --max_len {limit} or less")
     return enc, tok
 
 
-TOKENIZER_FILES = ("tokenizer.json", "sentencepiece.bpe.model", "spiece.model", "vocab.txt", "vocab.json")
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+def max_positions(config):
+    """The longest input an encoder takes, or None if its config does not say. RoBERTa-style
+    encoders (XLM-R) number positions from pad_token_id + 1, so two of theirs are never used."""
+    n = getattr(config, "max_position_embeddings", None)
+    relative = getattr(config, "position_embedding_type", None) not in (None, "absolute")
+    if not isinstance(n, int) or relative:
+        return None
+    roberta = "roberta" in config.model_type or config.model_type in ("camembert", "longformer")
+    return n - (config.pad_token_id + 1) if roberta and config.pad_token_id is not None else n
+
+
+TOKENIZER_FILES = ("tokenizer.json", "sentencepiece.bpe.model", "spiece.model", "vocab.txt",
+                   "vocab.json")
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "pytorch_model.bin.index.json")
 
 
 def check_model_folder(path):
-    """A local model folder must hold what from_pretrained needs: config, weights, tokenizer files."""
+    """A local model folder must hold what from_pretrained needs: config, weights, tokenizer
+    files."""
     have = {p.name for p in path.iterdir()}
-    for what, names in (("config.json", ("config.json",)), ("weights", WEIGHT_FILES), ("tokenizer files", TOKENIZER_FILES)):
+    for what, names in (("config.json", ("config.json",)), ("weights", WEIGHT_FILES),
+                        ("tokenizer files", TOKENIZER_FILES)):
         if not have & set(names):
-            raise SystemExit(f"error: --model {path}: the folder has no {what} ({' or '.join(names)}); "
+            raise SystemExit(f"error: --model {path}: the folder has no {what} "
+                             f"({' or '.join(names)}); "
                              "save both the model and its tokenizer there (save_pretrained)")
+    from safetensors import SafetensorError, safe_open
+    for f in sorted(path.glob("*.safetensors")):  # a header that does not cover the file: truncated
+        try:
+            with safe_open(str(f), "pt"):
+                pass
+        except SafetensorError as e:
+            raise SystemExit(f"error: --model {path}: {f} is damaged or truncated ({e}); "
+                             "copy or save the model again") from None
 
 
 def _cached(name):
@@ -1269,7 +1519,8 @@ def _cached(name):
 
 
 def _hub_reachable(timeout=3.0):
-    """One quick connection to the hub (HF_ENDPOINT or huggingface.co:443); HF_HUB_OFFLINE=1 means no."""
+    """One quick connection to the hub (HF_ENDPOINT or huggingface.co:443); HF_HUB_OFFLINE=1
+    means no."""
     import socket
     from urllib.parse import urlparse
     if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
@@ -1288,13 +1539,15 @@ def build_tiny(texts, folder, max_len, vocab_size=2000):
     from transformers import XLMRobertaConfig, XLMRobertaModel, XLMRobertaTokenizerFast
     if is_main():
         sp = SentencePieceUnigramTokenizer()
-        sp.train_from_iterator(list(texts), vocab_size=vocab_size, show_progress=False, unk_token="<unk>",
+        sp.train_from_iterator(list(texts), vocab_size=vocab_size, show_progress=False,
+                               unk_token="<unk>",
                                special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
-        tok = XLMRobertaTokenizerFast(tokenizer_object=sp._tokenizer, bos_token="<s>", eos_token="</s>",
-                                      sep_token="</s>", cls_token="<s>", unk_token="<unk>",
-                                      pad_token="<pad>", mask_token="<mask>")
-        cfg = XLMRobertaConfig(vocab_size=len(tok), hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                               intermediate_size=128, max_position_embeddings=max_len + 4, pad_token_id=1)
+        tok = XLMRobertaTokenizerFast(tokenizer_object=sp._tokenizer, bos_token="<s>",
+                                      eos_token="</s>", sep_token="</s>", cls_token="<s>",
+                                      unk_token="<unk>", pad_token="<pad>", mask_token="<mask>")
+        cfg = XLMRobertaConfig(vocab_size=len(tok), hidden_size=64, num_hidden_layers=2,
+                               num_attention_heads=4, intermediate_size=128,
+                               max_position_embeddings=max_len + 4, pad_token_id=1)
         torch.manual_seed(0)
         XLMRobertaModel(cfg).save_pretrained(folder)
         tok.save_pretrained(folder)
@@ -1318,7 +1571,8 @@ def evaluate(model, examples, items, labels, pad_id, device, autocast, batch_siz
         b = collate([items[i] for i in idx], pad_id)
         with autocast:
             types = b["token_type_ids"].to(device) if "token_type_ids" in b else None
-            _, logits, slot_logits, _ = model(b["input_ids"].to(device), b["attention_mask"].to(device), types)
+            _, logits, slot_logits, _ = model(b["input_ids"].to(device),
+                                              b["attention_mask"].to(device), types)
         for j, i in enumerate(idx):
             pred_int[i] = logits[j].argmax().item()
             if slot_logits is not None:  # one tag per word; O for words cut off at max_len
@@ -1333,7 +1587,8 @@ def evaluate(model, examples, items, labels, pad_id, device, autocast, batch_siz
 
 def slot_metrics(int_ok, gold, pred, tagging="io"):
     """Metrics from intent correctness and gold and predicted tag lists. With IO training, BIO is
-    restored on gold and prediction alike (official evaluation); with BIO both are used as they are."""
+    restored on gold and prediction alike (official evaluation); with BIO both are used as they
+    are."""
     from seqeval.metrics import f1_score
     if tagging == "io":
         gold, pred = [io_to_bio(g) for g in gold], [io_to_bio(p) for p in pred]
@@ -1358,7 +1613,8 @@ def ranks(x):
     first = np.flatnonzero(starts)
     count = np.diff(np.r_[first, len(x)])
     r = np.empty(len(x))
-    r[order] = (first + (count + 1) / 2)[np.cumsum(starts) - 1]  # mean of ranks first+1 .. first+count
+    # mean of ranks first+1 .. first+count
+    r[order] = (first + (count + 1) / 2)[np.cumsum(starts) - 1]
     return r
 
 
@@ -1371,15 +1627,17 @@ def spearman(x, y):
 
 
 def default_out_dir(method, args):
-    """runs/<method>/<data>-<lang>-<train_lang>-<model>-s<seed>[-steps<N>][-n<limit_train>]: the flags
-    that most often differ between runs of one method; any other difference is caught by
+    """runs/<method>/<data>-<lang>-<train_lang>-<model>-s<seed>[-steps<N>][-n<limit_train>]: the
+    flags that most often differ between runs of one method; any other difference is caught by
     check_out_dir before a run starts."""
     model = Path(str(args.model).rstrip("/")).name
     return (f"runs/{method}/{args.data}-{args.lang}-{args.train_lang}-{model}-s{args.seed}"
-            + (f"-steps{args.max_steps}" if args.max_steps else "") + (f"-n{args.limit_train}" if args.limit_train else ""))
+            + (f"-steps{args.max_steps}" if args.max_steps else "")
+            + (f"-n{args.limit_train}" if args.limit_train else ""))
 
 
-UNSTORED = {"out_dir", "overwrite", "log_every", "device", "save_dir", "threads"}  # where/how, not what
+# where/how, not what
+UNSTORED = {"out_dir", "overwrite", "log_every", "device", "save_dir", "threads"}
 
 
 def check_out_dir(args, script, name="results.json"):
@@ -1393,13 +1651,15 @@ def check_out_dir(args, script, name="results.json"):
     out = Path(args["out_dir"])
     if out.exists() and not out.is_dir():
         raise SystemExit(f"error: --out_dir {out}: a file, not a folder; name a folder")
-    try:  # make it and write a probe file: a read-only or impossible place fails here, not at the end
+    # make it and write a probe file: a read-only or impossible place fails here, not at the end
+    try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / f".write-test.{os.getpid()}"
         probe.write_text("")
         probe.unlink()
     except OSError as e:
-        raise SystemExit(f"error: --out_dir {out}: cannot write there ({e.strerror or e})") from None
+        raise SystemExit(f"error: --out_dir {out}: cannot write there "
+                         f"({e.strerror or e})") from None
     path = out / name
     if not path.exists():
         return
@@ -1408,15 +1668,16 @@ def check_out_dir(args, script, name="results.json"):
         assert isinstance(old, dict)
     except (OSError, UnicodeDecodeError, ValueError, AssertionError):
         if not args.get("overwrite"):
-            raise SystemExit(f"error: {path}: not a readable results file; pass --overwrite to replace "
-                             "it, or delete it") from None
+            raise SystemExit(f"error: {path}: not a readable results file; pass --overwrite to "
+                             "replace it, or delete it") from None
         return log(f"{path} is unreadable and will be replaced (--overwrite)")
     run = provenance(script)
     new = json.loads(json.dumps(args, default=str))
     had = old.get("args", {}) if isinstance(old.get("args"), dict) else {}
     diff = [f"--{k}" for k in sorted(new) if k not in UNSTORED and had.get(k) != new[k]]
     if old.get("script") != run["script"]:  # another method file, or a fork, wrote it
-        diff.insert(0, f"made by {old.get('script') or 'an unrecorded script'}, not {run['script']}")
+        diff.insert(0, f"made by {old.get('script') or 'an unrecorded script'}, "
+                       f"not {run['script']}")
     elif (old.get("script_sha256"), old.get("common_sha256")) != (run["script_sha256"],
                                                                    run["common_sha256"]):
         diff.insert(0, f"{run['script']} or common.py changed since")
@@ -1424,7 +1685,8 @@ def check_out_dir(args, script, name="results.json"):
         raise SystemExit(f"error: {path} holds another run ({', '.join(diff[:6])}"
                          f"{' ...' if len(diff) > 6 else ''}); pass --overwrite to replace it, "
                          "or another --out_dir")
-    log(f"{path} exists and will be replaced ({'--overwrite' if diff else 'same script and settings'})")
+    log(f"{path} exists and will be replaced "
+        f"({'--overwrite' if diff else 'same script and settings'})")
 
 
 def read_results(path):
@@ -1458,8 +1720,9 @@ def log_metrics(prefix, metrics):
     metrics is {lang: {name: value}} or {lang: {split: {name: value}}}."""
     def fmt(m, nd):
         return " ".join(f"{k} {v:.{nd}f}" for k, v in m.items() if k != "n")
-    for_lang = {lang: (" | ".join(f"{s} {fmt(r, 2)}" for s, r in m.items()) if isinstance(next(iter(m.values())), dict)
-                       else fmt(m, 1)) for lang, m in metrics.items()}
+    for_lang = {lang: (" | ".join(f"{s} {fmt(r, 2)}" for s, r in m.items())
+                       if isinstance(next(iter(m.values())), dict) else fmt(m, 1))
+                for lang, m in metrics.items()}
     if prefix.startswith("final"):
         for lang, line in for_lang.items():
             log(f"{prefix} {lang:>5} | {line}")
@@ -1476,9 +1739,9 @@ def peak_memory_mb(device):
 
 @functools.lru_cache(maxsize=None)
 def git_commit():
-    """(sha, dirty) of the checkout this code runs from, dirty meaning tracked files changed; cached,
-    and read when a run starts, so it records the commit it started with even if the checkout
-    changes while it trains. (None, None) outside a git checkout."""
+    """(sha, dirty) of the checkout this code runs from, dirty meaning tracked files changed;
+    cached, and read when a run starts, so it records the commit it started with even if the
+    checkout changes while it trains. (None, None) outside a git checkout."""
     here = Path(__file__).resolve().parent
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
@@ -1502,10 +1765,12 @@ def provenance(script):
     of this folder that git does not track (`untracked`: a fork beside the method files, say)."""
     here = Path(__file__).resolve().parent
     sha, dirty = git_commit()
-    mine = {Path(script).resolve()} | {Path(m.__file__).resolve() for m in list(sys.modules.values())
+    mine = {Path(script).resolve()} | {Path(m.__file__).resolve()
+                                       for m in list(sys.modules.values())
                                        if getattr(m, "__file__", None)}
     mine = sorted(str(f.relative_to(here)) for f in mine if f.is_file() and f.is_relative_to(here))
-    untracked = [] if Path(script).resolve().is_relative_to(here) else [str(script)]  # a fork elsewhere
+    # a fork elsewhere
+    untracked = [] if Path(script).resolve().is_relative_to(here) else [str(script)]
     if sha:
         listed = subprocess.run(["git", "ls-files", "--", *mine], cwd=here, capture_output=True,
                                 text=True).stdout.split("\n")
@@ -1516,8 +1781,8 @@ def provenance(script):
 
 
 def save_results(out_dir, method, args, metrics, script, **extra):
-    """Write <out_dir>/results.json: method, data, model, args (the run's settings as used: a dict or
-    a namespace of parsed flags), where the code came from (provenance of `script`, the method
+    """Write <out_dir>/results.json: method, data, model, args (the run's settings as used: a dict
+    or a namespace of parsed flags), where the code came from (provenance of `script`, the method
     file's __file__), metrics[lang][split], extras. Atomic: written, then renamed."""
     import transformers
     args = args if isinstance(args, dict) else vars(args)
@@ -1539,9 +1804,11 @@ DOWNLOADS = {  # name -> [(url, file that marks the dataset's root folder inside
     "mtop": [("https://dl.fbaipublicfiles.com/mtop/mtop.zip", "en/train.txt")],
     "mtod": [("https://download.pytorch.org/data/multilingual_task_oriented_dialog_slotfilling.zip",
               "en/train-en.conllu")],
-    "massive": [("https://amazon-massive-nlu-dataset.s3.amazonaws.com/amazon-massive-dataset-1.0.tar.gz",
+    "massive": [("https://amazon-massive-nlu-dataset.s3.amazonaws.com/"
+                 "amazon-massive-dataset-1.0.tar.gz",
                  "data/en-US.jsonl")],
     "pawsx": [("https://storage.googleapis.com/paws/pawsx/x-final.tar.gz", "x-final/en/train.tsv")],
     "xnli": [("https://dl.fbaipublicfiles.com/XNLI/XNLI-1.0.zip", "XNLI-1.0/xnli.dev.tsv"),
-             ("https://dl.fbaipublicfiles.com/XNLI/XNLI-MT-1.0.zip", "XNLI-MT-1.0/multinli/multinli.train.en.tsv")],
+             ("https://dl.fbaipublicfiles.com/XNLI/XNLI-MT-1.0.zip",
+              "XNLI-MT-1.0/multinli/multinli.train.en.tsv")],
 }

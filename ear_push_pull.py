@@ -154,9 +154,17 @@ def load_neighbours(path):
         raise SystemExit(f"error: --neighbours {path}: file not found. It is counterfitted_neighbors.json of "
                          "uclanlp/Robust-XLT (also in KB-Ding/EAR): {word: [neighbour, ...]}")
     try:
-        return {w: n for w, n in json.loads(Path(path).read_text(encoding="utf-8")).items() if n}
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
     except ValueError as e:
         raise SystemExit(f"error: --neighbours {path}: not JSON ({e})") from None
+    shape = "expected {word: [neighbour, ...]}"
+    if not isinstance(data, dict):
+        raise SystemExit(f"error: --neighbours {path}: {shape}, found a JSON {type(data).__name__}")
+    for w, n in data.items():
+        if not isinstance(n, list) or not all(isinstance(x, str) for x in n):
+            raise SystemExit(f"error: --neighbours {path}: {shape}, found "
+                             f"{json.dumps({w: n})[:80]}")
+    return {w: n for w, n in data.items() if n}
 
 
 def augmented(ex, neighbours, rng):

@@ -121,9 +121,11 @@ def test_matis_header_only_file_is_an_error(tmp_path):
         common.load_split("matis", tmp_path, "de", "test")
 
 
-def test_massive_partition_typo_is_an_error_naming_the_partitions_found(tmp_path):
-    f = write(tmp_path / "data/de-DE.jsonl", massive_row("1", "a", "x") + "\n" + massive_row("2", "a", "y", "tset") + "\n")
-    with pytest.raises(common.DataError, match=rf"^{f}: no examples with partition 'test' \(partitions found: train, tset\)"):
+def test_massive_missing_partition_is_an_error_naming_the_partitions_found(tmp_path):
+    f = write(tmp_path / "data/de-DE.jsonl", massive_row("1", "a", "x", locale="de-DE") + "\n"
+              + massive_row("2", "a", "y", "dev", "de-DE") + "\n")
+    with pytest.raises(common.DataError, match=rf"^{f}: no examples with partition 'test' "
+                                               r"\(partitions found: dev, train\)"):
         common.load_split("massive", tmp_path, "de", "test")
 
 
@@ -324,3 +326,205 @@ def test_eval_labels_never_seen_in_training_are_counted():
 def test_stsb_multi_mt_trailing_blank_line_is_skipped(tmp_path):
     f = write(tmp_path / "stsb-de-test.csv", "eins,zwei,2.5\n\n")
     assert len(common.read_sts(f)) == 1
+
+
+# ------------------------------------------------------------ 8. rows that disagree with their file
+
+
+def _massive(tmp_path, locale, rows):
+    return write(tmp_path / "data" / f"{locale}.jsonl", "".join(r + "\n" for r in rows))
+
+
+def test_massive_row_locale_must_match_the_file(tmp_path):
+    f = _massive(tmp_path, "de-DE", [massive_row("1", "a", "x", locale="de-DE"),
+                                     massive_row("2", "a", "y", locale="fr-FR")])
+    with pytest.raises(common.DataError, match=rf"^{f}:2: locale 'fr-FR', but the file is de-DE"):
+        common.load_split("massive", tmp_path, "de", "train")
+
+
+def test_massive_duplicate_id_names_both_lines(tmp_path):
+    rows = [massive_row(i, "a", w, locale="de-DE") for i, w in (("1", "x"), ("2", "y"), ("1", "z"))]
+    f = _massive(tmp_path, "de-DE", rows)
+    with pytest.raises(common.DataError, match=rf"^{f}:3: id '1' repeats the id of line 1"):
+        common.load_split("massive", tmp_path, "de", "train")
+
+
+def test_massive_unknown_partition_names_the_allowed_ones(tmp_path):
+    f = _massive(tmp_path, "en-US", [massive_row("1", "a", "x"),
+                                     massive_row("2", "a", "y", "Train")])
+    with pytest.raises(common.DataError, match=rf"^{f}:2: partition 'Train' is not one of train, "
+                                               r"dev, test"):
+        common.load_split("massive", tmp_path, "en", "train")
+
+
+def test_mtod_merged_utterance_without_blank_line_or_comments(tmp_path):
+    first = "# text: hi\n# intent: a/b\n# slots: \n1\thi\ta/b\tNoLabel\n2\tthere\ta/b\tNoLabel\n"
+    f = write(tmp_path / "train-en.conllu", first + "1\tbye\ta/b\tNoLabel\n\n")  # restarts at 1
+    with pytest.raises(common.DataError, match=rf"^{f}:6: token number 1 inside the utterance that "
+                                               r"begins at line 1"):
+        common.read_mtod(f)
+    f = write(tmp_path / "train-en.conllu", first + "3\tbye\tc/d\tNoLabel\n\n")  # another intent
+    with pytest.raises(common.DataError, match=rf"^{f}:6: intent 'c/d' differs from 'a/b' of the "
+                                               r"utterance that begins at line 1"):
+        common.read_mtod(f)
+
+
+def test_mtod_merge_in_english_train_names_the_english_file(tmp_path):
+    for f in (FIX / "mtod").rglob("*.conllu"):
+        write(tmp_path / f.relative_to(FIX / "mtod"), f.read_text(encoding="utf-8"))
+    en = tmp_path / "en/train-en.conllu"
+    blocks = en.read_text(encoding="utf-8").strip().split("\n\n")
+    second = "\n".join(line for line in blocks[1].splitlines() if not line.startswith("#"))
+    en.write_text(blocks[0] + "\n" + second + "\n\n" + "\n\n".join(blocks[2:]) + "\n\n",
+                  encoding="utf-8")
+    write(tmp_path / "translate-train/de.txt", "eins\nzwei\ndrei\n")
+    with pytest.raises(common.DataError, match=rf"^{en}:\d+: token number 1 inside the utterance"):
+        common.load_data(run_args("mtod", tmp_path), ["de"], align=True)
+
+
+def test_matis_english_row_skipped_keeps_the_translations_aligned(tmp_path):
+    en = write(tmp_path / "train_EN.tsv",
+               MATIS_HEADER + "1\tone a\tO O\tx\n2\ttwo b\tO\ty\n3\tthree c\tO O\tz\n")
+    for split in ("dev", "test"):
+        write(tmp_path / f"{split}_EN.tsv", MATIS_HEADER + "1\tone\tO\tx\n")
+    english = common.load_split("matis", tmp_path, "en", "train")
+    mt = write(tmp_path / "translate-train/de.txt", "eins\nzwei\ndrei\n")
+    assert common.load_translations("matis", tmp_path, "de", english) == ["eins", "drei"]
+    assert any(n.startswith(f"{en}: skipped 1 rows") for n in common.DATA_NOTES), common.DATA_NOTES
+    assert any(n.startswith(f"{mt}: 1 lines") and "line 3 of" in n
+               for n in common.DATA_NOTES), common.DATA_NOTES
+
+
+def test_empty_utterances_are_counted(tmp_path):
+    rows = [massive_row(i, "a", w) for i, w in (("1", "x"), ("2", "  "), ("3", "z"))]
+    f = _massive(tmp_path, "en-US", rows)
+    assert [e.id for e in common.load_split("massive", tmp_path, "en", "train")] == ["1", "3"]
+    assert common.DATA_NOTES == [f"{f}: skipped 1 rows with an empty utterance (lines 2)"]
+    common.DATA_NOTES.clear()
+    f = write(tmp_path / "dev-de.tsv", "a\tb\t1\n\tb\t0\nc\t \t1\n")
+    assert len(common.read_pairs(f, 0, 1, 2, False, "pawsx")) == 3
+    assert common.DATA_NOTES == [f"{f}: 2 pairs with an empty sentence (lines 2, 3), kept"]
+
+
+def test_empty_sts_target_file_is_named(tmp_path):
+    write(tmp_path / "stsbenchmark/sts-test.csv", "g\tf\t2012\t1\t2.5\tone\ttwo\n")
+    f = write(tmp_path / "stsb-multi-mt/stsb-de-test.csv", "")
+    with pytest.raises(common.DataError, match=rf"^{f}: no sentence pairs"):
+        common.load_sts(tmp_path, "de", "test")
+
+
+def test_parallel_empty_line_in_the_second_file_names_it(tmp_path):
+    a, b = write(tmp_path / "p.en", "one\ntwo\n"), write(tmp_path / "p.de", "eins\n \n")
+    with pytest.raises(common.DataError, match=rf"^{b}:2: empty sentence"):
+        common.read_parallel([a, b])
+    a, b = write(tmp_path / "p.en", "one\n\n"), write(tmp_path / "p.de", "eins\nzwei\n")
+    with pytest.raises(common.DataError, match=rf"^{a}:2: empty sentence"):
+        common.read_parallel([a, b])
+
+
+def test_ear_neighbours_of_the_wrong_shape(tmp_path):
+    import ear_push_pull as ear
+    for bad in ([["set", "put"]], {"set": "put"}, {"set": [1]}, "set"):
+        f = write(tmp_path / "nb.json", json.dumps(bad))
+        with pytest.raises(SystemExit, match=r"^error: --neighbours .*nb.json: expected "
+                                             r"\{word: \[neighbour, \.\.\.\]\}"):
+            ear.load_neighbours(f)
+    f = write(tmp_path / "nb.json", json.dumps({"set": ["put"], "the": []}))
+    assert ear.load_neighbours(f) == {"set": ["put"]}
+
+
+# ------------------------------------------------------------- 9. alignment targets, hints
+
+
+def test_align_with_the_training_language_as_target_is_refused():
+    for lang in ("en", "de,en"):
+        with pytest.raises(common.DataError, match=r"--lang .*en.*alignment needs a target "
+                                                   r"language other than"):
+            common.load_task("massive", FIX / "massive", lang, align=True)
+    assert common.load_task("massive", FIX / "massive", "en", align=False)[0] == ["en"]
+    en = common.load_split("mtod", FIX / "mtod", "en", "train")
+    with pytest.raises(common.DataError, match=r"alignment needs a target language other than"):
+        common.load_translations("mtod", FIX / "mtod", "en", en)
+
+
+def test_missing_translate_train_file_names_no_download(tmp_path):
+    for f in (FIX / "mtod/en").iterdir():
+        write(tmp_path / "en" / f.name, f.read_text(encoding="utf-8"))
+    en = common.load_split("mtod", tmp_path, "en", "train")
+    with pytest.raises(common.DataError, match=r"translate-train/es.txt: file not found") as e:
+        common.load_translations("mtod", tmp_path, "es", en)
+    assert "download.py" not in str(e.value) and "line-aligned" in str(e.value)
+
+
+def test_two_column_rows_get_the_xtreme_hint_in_test_files_only(tmp_path):
+    f = write(tmp_path / "dev-de.tsv", "a\tb\t1\na\tb\n")
+    with pytest.raises(common.DataError, match=rf"^{f}:2: expected at least 3 tab-separated "
+                                               r"columns, found 2$"):
+        common.read_pairs(f, 0, 1, 2, False, "pawsx")
+    f = write(tmp_path / "test-de.tsv", "a\tb\n")
+    with pytest.raises(common.DataError, match="XTREME's test files hide their labels"):
+        common.read_pairs(f, 0, 1, 2, False, "pawsx")
+
+
+def test_mtop_row_with_an_id_and_a_missing_column_reports_the_count(tmp_path):
+    cols = mtop_row("12345", "A", ["set", "alarm"]).split("\t")
+    f = write(tmp_path / "train.txt", "\t".join(cols[:5] + cols[6:]) + "\n")  # no locale column
+    with pytest.raises(common.DataError, match=rf"^{f}:1: expected 8 tab-separated columns "
+                                               r".*found 7"):
+        common.read_mtop(f)
+
+
+@pytest.mark.parametrize("data,folder,inner", [("massive", "massive", "data"),
+                                               ("mtod", "mtod", "en")])
+def test_data_dir_one_level_too_deep_suggests_the_parent(data, folder, inner):
+    deep = FIX / folder / inner
+    with pytest.raises(common.DataError, match=rf"found: none.* {FIX / folder} has the {data} "
+                                               r"layout"):
+        common.resolve_langs("de", data, deep)
+    with pytest.raises(common.DataError, match=rf"{FIX / folder} has the {data} layout"):
+        common.resolve_langs("all", data, deep)
+
+
+# ------------------------------------------------------------- 10. encoder folders and --max_len
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory):
+    """A tiny XLM-R-shaped model saved as a local folder (64 + 4 positions: 66 usable subwords)."""
+    out = tmp_path_factory.mktemp("enc")
+    texts = ["set an alarm for seven am please and play some music"] * 40
+    common.load_encoder("tiny", texts, out, 64)
+    return out / "tiny_model"
+
+
+def test_truncated_safetensors_is_a_one_line_error(tiny_folder, tmp_path):
+    import shutil
+    folder = Path(shutil.copytree(tiny_folder, tmp_path / "m"))
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(SystemExit, match=rf"^error: --model {folder}: {weights} is damaged or "
+                                         r"truncated") as e:
+        common.load_encoder(str(folder))
+    assert "\n" not in str(e.value)
+
+
+def test_max_len_beyond_the_position_limit_or_too_small_is_refused(tiny_folder):
+    with pytest.raises(SystemExit, match=r"--max_len 1000: .* at most 66 subwords"):
+        common.load_encoder(str(tiny_folder), max_len=1000)
+    assert common.load_encoder(str(tiny_folder), max_len=66)[0].config.max_position_embeddings == 68
+    for small in (2, 7):
+        with pytest.raises(SystemExit, match=rf"--max_len {small}: too small"):
+            common.load_encoder(str(tiny_folder), max_len=small)
+
+
+def test_model_load_error_points_to_an_existing_readme_section(tiny_folder, tmp_path):
+    import re
+    import shutil
+    folder = Path(shutil.copytree(tiny_folder, tmp_path / "m"))
+    (folder / "config.json").write_text("{not json")
+    with pytest.raises(SystemExit) as e:
+        common.load_encoder(str(folder))
+    readme = (Path(common.__file__).parent / "README.md").read_text(encoding="utf-8")
+    sections = re.findall(r"^#+ (.+)$", readme, re.M)
+    named = re.findall(r"README: '([^']+)'", str(e.value))
+    assert all(s in sections for s in named), (named, sections)

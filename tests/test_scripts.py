@@ -68,6 +68,8 @@ def test_common_shares_only_data_heads_and_metrics():
     for word in ("argparse", "init_process_group", "torch.autocast", "torch.manual_seed(args", "np.random.seed",
                  "random.seed(", "EpochSelector", "def setup", "add_run_args", ".backward(", "optim."):
         assert word not in text, f"common.py has {word}"
+    long = [n for n, line in enumerate(text.splitlines(), 1) if len(line) > 100]
+    assert not long, f"common.py has lines over 100 characters (lines {long[:10]})"
     for script in SCRIPTS:
         code = (ROOT / f"{script}.py").read_text(encoding="utf-8")
         for word in ("argparse.ArgumentParser", "manual_seed", "torch.autocast", "common.save_results", ".backward("):
