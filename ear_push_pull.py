@@ -150,9 +150,11 @@ def parse_args(argv=None):
 # ---------------------------------------------------------------------------- augmentation, losses
 
 def load_neighbours(path):
+    """The synonym list {word: [neighbour, ...]}; a missing file or another shape is an error."""
     if not Path(path).is_file():
-        raise SystemExit(f"error: --neighbours {path}: file not found. It is counterfitted_neighbors.json of "
-                         "uclanlp/Robust-XLT (also in KB-Ding/EAR): {word: [neighbour, ...]}")
+        raise SystemExit(f"error: --neighbours {path}: file not found. It is "
+                         "counterfitted_neighbors.json of uclanlp/Robust-XLT (also in KB-Ding/EAR):"
+                         " {word: [neighbour, ...]}")
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except ValueError as e:
