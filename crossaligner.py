@@ -23,19 +23,18 @@ the code as "dev. N"):
   2. CrossAligner input. Code: no attention mask, the head reads pad tokens' entity logits. Ours:
      logits zeroed at padding, padded to --max_len rows: a sentence's loss ignores its batch.
   3. MTOD. Paper: lr and epochs 50% lower there (1e-5, 5 epochs); code: 5e-6, 5. Ours: the code.
-  4. "CLS" is the pooler output (the code) by default; --cls first gives the first token's state.
-  5. Batch 10 in one step, as the aligned configs; the translations are those of the batch itself.
+  4. "CLS": the pooler output (the code) by default; --cls first: the first token's state.
+  5. Batch 10 in one step, as the aligned configs; the translations are the batch's own.
   6. CrossAligner target (Algorithm 1, TRANSFORMLABELS): the multi-hot vector of the English slot
      tags, O included (as alignment.py); BCE on the English utterance and on its translation,
      summed. The heads are shared across languages: --max_len (CA's width) is a hyperparameter.
-  7. The other losses, as the code: contrastive (Eq. 1), cosine, no temperature, English to
-     target; XeroAlign, MSE; Translate-Intent, the intent head on the translation.
+  7. The other losses, as the code: contrastive (Eq. 1, cosine, no temperature, English to
+     target), XeroAlign (MSE), Translate-Intent (the intent head on the translation).
   8. CoV weights are not bounded by 1 (xa starts near 0 on a fresh pooler, then grows). In a batch
      without translations xa/ctr/ti are absent and enter no statistic.
   9. Tagging: IO, BIO restored at evaluation (as the paper); --tagging bio: section 5.1's BIO.
- 10. Precision. The code trains in fp32. Ours: --dtype auto = bf16 autocast on GPUs that have it,
-     else fp16 autocast with a GradScaler on a GPU, fp32 on the CPU; losses in fp32. A
-     non-finite loss (an fp16 overflow: the scaler skips the step) enters no CoV statistic.
+ 10. Precision. The code: fp32. Ours: --dtype auto = bf16 autocast on GPUs with bf16, else fp16
+     with a GradScaler; fp32 on the CPU. A non-finite loss (fp16 overflow) enters no CoV statistic.
 
 Shapes: B batch, T subwords in the batch, L = --max_len, d hidden size, C intents, S slot tags.
 """
