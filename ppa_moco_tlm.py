@@ -7,15 +7,11 @@ Reference code: none published; the MoCo mechanics follow facebookresearch/moco,
 
 Usage:
     python ppa_moco_tlm.py --data demo --model tiny   # the demo: both stages, CPU, about 1 min
-    # stage 1 aligns on parallel sentences: SRC,TGT line-aligned files (English first), a .tsv, or
-    # <data>:<data_dir>:<langs> (a dataset's English train with its translations); it saves the
-    # query encoder with its MLM head as a Hugging Face folder that any --model loads
+    # stage 1 aligns on parallel sentences and saves a Hugging Face folder that any --model loads
     python ppa_moco_tlm.py --stage align --model bert-base-multilingual-cased \
         --parallel europarl.en,europarl.de massive:data/massive:th,hi --save_dir runs/ppa/aligned
     # stage 2 fine-tunes the aligned encoder (or any --model) on English, tests zero-shot
     python ppa_moco_tlm.py --stage finetune --model runs/ppa/aligned --data xnli --lang all
-    python ppa_moco_tlm.py --stage finetune --model runs/ppa/aligned --data xnli --translate_train \
-        --code_switch
     python ppa_moco_tlm.py --stage finetune --model runs/ppa/aligned --data mlqa --lang de,es
     # both stages in one command (the demo's default), one process per GPU
     torchrun --nproc_per_node 4 ppa_moco_tlm.py --stage both --parallel pairs.tsv --data xnli
@@ -115,8 +111,7 @@ def parse_args(argv=None, tiny=False):
         epilog=f"per stage (align; finetune; mlqa) and for --model tiny (demo):\n{table}")
     per, add = "(default: per --stage, below)", p.add_argument
     # --- run (the same flags in every method file)
-    add("--data", choices=[*common.DATASETS, "mlqa"], default="xnli", help="dataset (default: "
-        "xnli)")
+    add("--data", choices=[*common.DATASETS, "mlqa"], default="xnli", help="(default: xnli)")
     add("--lang", default="de", help="target language(s): th, de,es,fr or all (default: de)")
     add("--model", default="xlm-roberta-large", help="HF hub name or local folder; tiny builds a "
         "small random encoder and tokenizer on the data, offline (default: xlm-roberta-large)")
@@ -136,18 +131,15 @@ def parse_args(argv=None, tiny=False):
     add("--out_dir", help="where results.json goes (default: runs/ppa/<data>-<lang>-<train_lang>-"
         "<model>-s<seed>[-steps<N>][-n<limit_train>]; align: runs/ppa/align-s<seed>; both: "
         "stage 1 in its align/)")
-    add("--overwrite", action="store_true", help="replace a results.json made by another script, "
-        "other code or other settings")
-    add("--max_steps", type=at_least(0), default=0, help="stop after N optimizer steps (default: "
-        "0, no cap)")
+    add("--overwrite", action="store_true", help="replace a results.json of other code/settings")
+    add("--max_steps", type=at_least(0), default=0, help="stop after N steps (default: 0, no cap)")
     add("--limit_train", type=at_least(0), default=0, help="train on a fixed random subset of N "
         "examples, the same for every seed and method (default: 0, all)")
     add("--max_eval", type=at_least(0), default=0, help="evaluate on a fixed subset of N examples "
         "of each dev and test set, for smoke runs (default: 0, all)")
     add("--select_on", choices=["last", "en", "target"], default="last", help="the epoch "
         "reported: the final one, best English or best target dev (default: last; QA: last)")
-    add("--log_every", type=at_least(1), default=50, help="progress line every N steps "
-        "(default: 50)")
+    add("--log_every", type=at_least(1), default=50, help="progress every N steps (default: 50)")
     add("--dev_halves", action="store_true", help="pawsx/xnli without train sets: train on half of "
         "the row-parallel dev pairs, dev and test on quarters of the rest (align: the pawsx/xnli "
         "--parallel specs read that training half)")
@@ -162,24 +154,19 @@ def parse_args(argv=None, tiny=False):
     add("--save_dir", help="align: where the aligned encoder goes (default: <out_dir>/aligned)")
     add("--min_len", type=at_least(0), default=10, help="align: drop pairs with a side under this "
         "many subwords (default: 10, the paper's; demo data: 1)")
-    add("--queue", type=at_least(1), default=32000, help="align: MoCo queue size K (default: "
-        "32000)")
-    add("--momentum", type=float, default=0.999, help="align: key encoder momentum (default: "
-        "0.999)")
-    add("--temperature", type=positive, default=0.05, help="align: InfoNCE temperature (default: "
-        "0.05)")
-    add("--proj_dim", type=at_least(1), default=300, help="align: projection size D (default: 300)")
-    add("--mask_prob", type=float, default=0.15, help="align: fraction selected for TLM (default: "
-        "0.15)")
+    add("--queue", type=at_least(1), default=32000, help="align: MoCo queue size (default: 32000)")
+    add("--momentum", type=float, default=0.999, help="align: key momentum (default: 0.999)")
+    add("--temperature", type=positive, default=0.05, help="align: InfoNCE's (default: 0.05)")
+    add("--proj_dim", type=at_least(1), default=300, help="align: projection size (default: 300)")
+    add("--mask_prob", type=float, default=0.15, help="align: TLM's selected (default: 0.15)")
     add("--no_tlm", action="store_true", help="align: MoCo only (Table 5, -TLM)")
     add("--mlm_instead_of_tlm", action="store_true", help="align: MLM on each side alone (Table 5)")
     add("--translate_train", action="store_true", help="finetune: also train on the translations")
-    add("--code_switch", action="store_true", help="finetune: add (a_x, b_en) and (a_en, b_x) per "
-        "translated pair")
+    add("--code_switch", action="store_true", help="finetune: add (a_x, b_en), (a_en, b_x)")
     add("--warmup_steps", type=at_least(0), default=1000, help="finetune: linear warm-up steps, at "
         "most 10%% of the run (default: 1000)")
     add("--cls", choices=["pooler", "first"], default="first", help="finetune: sentence vector "
-        "(default: first, the paper's [CLS] state)")
+        "(default: first, [CLS])")
     add("--head_lr", type=positive, help="finetune: peak lr of the new head (default: --lr, as "
         "the paper; a small CPU run of multilingual-e5 needs e.g. 1e-3)")
     first = p.parse_known_args(argv)[0]
@@ -777,16 +764,6 @@ def plan_of(args, variant=None):
                 save_dir=save_dir, settings=settings)
 
 
-def stage(args, plan, run):
-    """Run one stage, seeded the same way whether it runs alone or after stage 1."""
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    common.log(f"{plan['method']} | stage {args.stage} | device {run.device} | dtype {run.dtype} "
-               f"| processes {run.world}\nargs {plan['settings']}")
-    return (align if args.stage == "align" else finetune)(args, plan, run)
-
-
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
@@ -827,8 +804,13 @@ def main(argv=None):
                              rank=rank, main=rank == 0)  # only rank 0 evaluates and writes
     for a, plan in stages:  # before loading: a bad --out_dir fails now, not after training
         common.check_out_dir(plan["settings"], __file__)
-    for a, plan in stages:
-        out = stage(a, plan, run)
+    for a, plan in stages:  # each stage seeded alike, whether it runs alone or after stage 1
+        random.seed(a.seed)
+        np.random.seed(a.seed)
+        torch.manual_seed(a.seed)
+        common.log(f"{plan['method']} | stage {a.stage} | device {device} | dtype {dtype} | "
+                   f"processes {world}\nargs {plan['settings']}")
+        out = (align if a.stage == "align" else finetune)(a, plan, run)
     if world > 1:
         dist.barrier()
         dist.destroy_process_group()
