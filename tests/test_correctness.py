@@ -19,7 +19,7 @@ import translate_intent
 import xeroalign
 
 DEMO = ["--data", "demo", "--data_dir", str(ROOT / "data/demo"), "--lang", "de", "--model", "tiny", "--device", "cpu"]
-DDP_SCRIPTS = ["xeroalign", "crossaligner", "contrastive", "translate_intent", "ear_push_pull"]
+DDP_SCRIPTS = ["xeroalign", "crossaligner", "contrastive", "translate_intent", "ear_push_pull", "ppa_moco_tlm"]
 
 
 def run(*args, **kw):
@@ -300,7 +300,7 @@ def _losses(history):
 
 DEMOS = [("xeroalign", []), ("crossaligner", ["--aux", "ca", "xa", "ctr", "ti", "--weighting", "cov"]),
          ("contrastive", []), ("translate_intent", []), ("ear_push_pull", []), ("sentence_mapping", []),
-         ("ppa_moco_tlm", []), ("ppa_moco_tlm", ["--stage", "align"])]
+         ("ppa_moco_tlm", []), ("ppa_moco_tlm", ["--stage", "finetune"]), ("ppa_moco_tlm", ["--stage", "align"])]
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
