@@ -1,7 +1,10 @@
 """sentence_mapping.py: the three mappings, pooling, alignment measures, STS metrics and loaders, and
 end-to-end runs on the STS fixtures (tests/fixtures/sts: sentences written for the tests)."""
 import json
+import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -163,15 +166,13 @@ def test_cross_encoder_end_to_end(tmp_path):
     assert set(out["cross_lingual"]["ko"]) == {"cross_encoder"} and out["mapping"] == {}
 
 
-def test_pretrained_only_with_bitext_and_reverse_direction(tmp_path):
-    out = sm.main([*RUN, "--lang", "de", "--arch", "none", "--direction", "x2en", "--out_dir", str(tmp_path),
-                   "--pairs", str(FIX / "sts" / "bitext.en"), str(FIX / "sts" / "bitext.de")])
-    assert out["history"] == [] and out["mapping"]["de"]["fit_pairs"] == 32
+def test_pretrained_only(tmp_path):
+    out = sm.main([*RUN, "--lang", "de", "--arch", "none", "--out_dir", str(tmp_path)])
+    assert out["history"] == [] and out["mapping"]["de"]["fit_pairs"] == 20
+    assert json.loads((tmp_path / "results.json").read_text())["steps"] == 0
 
 
 def test_clear_errors(tmp_path):
-    with pytest.raises(SystemExit):
-        sm.parse_args(["--lang", "ko,de", "--pairs", "a.txt"])
     shutil.copytree(FIX / "sts", tmp_path / "sts")
     (tmp_path / "sts" / "stsb-multi-mt" / "stsb-de-test.csv").write_text("a,b,1.0\n", encoding="utf-8")
     with pytest.raises(SystemExit, match="error: .*stsb-de-test.csv: 1 rows, but .* has 6"):
@@ -184,3 +185,90 @@ def test_select_on_target_restores_the_best_dev_epoch(tmp_path):
     res = json.loads((tmp_path / "results.json").read_text())
     assert res["selected_epoch"] == 1 + int(np.argmax(dev))
     assert out["metrics"]["ko"]["dev"]["spearman"] == pytest.approx(max(dev))
+
+
+# ---------------------------------------------------------------------------- flags, processes, reruns
+
+DEMO = ["--data", "demo", "--model", "tiny", "--device", "cpu"]
+
+
+def run(*args, **kw):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600, env=env, **kw)
+
+
+@pytest.mark.parametrize("flags", [["--batch_size", "0"], ["--max_len", "4"], ["--lr", "-1"],
+                                   ["--map_lr", "0"], ["--ridge", "-1"], ["--max_eval", "-2"]])
+def test_impossible_flags_are_usage_errors_naming_the_flag(flags, capsys):
+    with pytest.raises(SystemExit) as e:
+        sm.parse_args(flags)
+    assert e.value.code == 2 and flags[0] in capsys.readouterr().err
+
+
+def test_help_has_the_defaults_table():
+    out = run("sentence_mapping.py", "--help").stdout
+    assert "(default: per --data, below)" in out and "PAPER" not in out
+    assert "defaults per --data" in out and "  demo     lr 4e-05  epochs 4" in out
+
+
+def test_max_eval_subsets_every_dev_and_test_set_and_the_parallel_rows(tmp_path):
+    out = sm.main([*DEMO, "--max_eval", "7", "--max_steps", "1", "--out_dir", str(tmp_path)])
+    assert {m[s]["n"] for m in out["metrics"].values() for s in m} == {7}
+    assert {m["n"] for m in out["cross_lingual"]["de"].values()} == {7}
+    _, _, parallel = sm.load_sts_sets("demo", common.DEMO_DIR, ["de"], max_eval=7)
+    common.check_parallel(*parallel["de"]["test"])  # the same rows of both languages
+
+
+def test_same_seed_reruns_bit_for_bit(tmp_path):
+    """Two runs of the demo in one process: every metric, mapping and training number equal."""
+    res = []
+    for d in ("a", "b"):
+        sm.main([*DEMO, "--out_dir", str(tmp_path / d)])
+        res.append(json.loads((tmp_path / d / "results.json").read_text()))
+    for k in ("metrics", "mapping", "cross_lingual", "steps"):
+        assert res[0][k] == res[1][k], k
+    assert [{k: v for k, v in h.items() if not k.endswith("_s")} for h in res[0]["history"]] == \
+        [{k: v for k, v in h.items() if not k.endswith("_s")} for h in res[1]["history"]]
+    assert res[0]["dtype"] == "float32" and res[0]["skipped_steps"] == 0
+
+
+def test_torchrun_two_processes_one_results_file(tmp_path):
+    r = run("-m", "torch.distributed.run", "--nproc_per_node", "2", "sentence_mapping.py", *DEMO,
+            "--epochs", "2", "--max_eval", "40", "--out_dir", str(tmp_path))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert [p.name for p in tmp_path.iterdir() if p.suffix == ".json"] == ["results.json"]
+    res = json.loads((tmp_path / "results.json").read_text())
+    n = len(common.load_sts(common.DEMO_DIR, "en", "train", "demo"))
+    assert res["world_size"] == 2 and res["steps"] == 2 * -(-n // 32)  # 16 pairs per process
+    assert len(res["history"]) == 2 and set(res["mapping"]) == {"de"}
+    assert r.stdout.count("wrote ") == 1  # rank 0 alone writes
+
+
+def test_two_processes_step_as_one(tmp_path):
+    """1 process against 2 (gloo) on the same 10 pairs, dropout off: each global batch of 4 is
+    split 2 + 2, so the averaged gradients and the weights after 3 steps agree."""
+    model = common.build_tiny([s for x in ("en", "ko") for sp in ("train", "dev", "test") for p in
+                               common.load_sts(FIX / "sts", x, sp) for s in (p.a, p.b)],
+                              tmp_path / "tiny", 128)
+    flags = ["--data_dir", str(FIX / "sts"), "--lang", "ko", "--device", "cpu", "--model", model,
+             "--batch_size", "4", "--epochs", "1", "--lr", "1e-3", "--map_epochs", "2"]
+    helper = str(ROOT / "tests/helpers/ddp_sts.py")
+    r = run(helper, str(tmp_path / "one.pt"), *flags, "--out_dir", str(tmp_path / "one"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = run("-m", "torch.distributed.run", "--nproc_per_node", "2", helper, str(tmp_path / "two.pt"),
+            *flags, "--out_dir", str(tmp_path / "two"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    one, two = torch.load(tmp_path / "one.pt"), torch.load(tmp_path / "two.pt")
+    assert len(one["grads"]) == len(two["grads"]) > 10
+    grad_diff = max((a - b).abs().max().item() for a, b in zip(one["grads"], two["grads"]))
+    grad_size = max(a.abs().max().item() for a in one["grads"])
+    weight_diff = max((a - b).abs().max().item() for a, b in zip(one["weights"], two["weights"]))
+    print(f"largest difference: gradients {grad_diff:.2e} (of {grad_size:.2e}), "
+          f"weights {weight_diff:.2e}")
+    assert grad_diff <= 1e-5 * grad_size and weight_diff <= 1e-5
+    res = [json.loads((tmp_path / d / "results.json").read_text()) for d in ("one", "two")]
+    assert [x["world_size"] for x in res] == [1, 2] and res[0]["steps"] == res[1]["steps"] == 3
+    # the logged loss is the mean over every process's pairs, as one process logs it
+    assert res[0]["history"][0]["train_loss"] == pytest.approx(res[1]["history"][0]["train_loss"],
+                                                               abs=1e-5)
