@@ -1648,6 +1648,7 @@ def check_out_dir(args, script, name="results.json"):
     unreadable one only with --overwrite. args: the run's settings, out_dir resolved; script: the
     method file's __file__."""
     args = args if isinstance(args, dict) else vars(args)
+    run = provenance(script)  # read now: the code this run starts from, whatever changes later
     out = Path(args["out_dir"])
     if out.exists() and not out.is_dir():
         raise SystemExit(f"error: --out_dir {out}: a file, not a folder; name a folder")
@@ -1671,7 +1672,6 @@ def check_out_dir(args, script, name="results.json"):
             raise SystemExit(f"error: {path}: not a readable results file; pass --overwrite to "
                              "replace it, or delete it") from None
         return log(f"{path} is unreadable and will be replaced (--overwrite)")
-    run = provenance(script)
     new = json.loads(json.dumps(args, default=str))
     had = old.get("args", {}) if isinstance(old.get("args"), dict) else {}
     diff = [f"--{k}" for k in sorted(new) if k not in UNSTORED and had.get(k) != new[k]]
