@@ -121,3 +121,28 @@ def test_threads_sets_torch_threads(tmp_path):
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_another_method_file_never_replaces_a_run(tmp_path):
+    """translate_intent.py into xeroalign.py's folder with the same flags used to log 'will be
+    replaced (same settings)' and replace it."""
+    out = str(tmp_path)
+    assert run("xeroalign.py", *DEMO, "--out_dir", out).returncode == 0
+    r = run("translate_intent.py", *DEMO, "--out_dir", out)
+    assert r.returncode != 0 and "made by xeroalign.py, not translate_intent.py" in r.stderr
+    assert json.loads((tmp_path / "results.json").read_text())["script"] == "xeroalign.py"
+
+
+@pytest.mark.parametrize("flag,value,message", [
+    ("--max_len", "1", "argument --max_len: must be at least 8, got 1"),
+    ("--max_len", "2", "argument --max_len: must be at least 8, got 2"),
+    ("--lr", "0", "argument --lr: must be positive, got 0"),
+    ("--max_steps", "-1", "argument --max_steps: must be at least 0, got -1"),
+    ("--limit_train", "-3", "argument --limit_train: must be at least 0, got -3"),
+    ("--max_eval", "-1", "argument --max_eval: must be at least 0, got -1"),
+    ("--threads", "-2", "argument --threads: must be at least 0, got -2")])
+def test_bad_numbers_name_their_flag(flag, value, message):
+    """--max_len 1 was a RuntimeError traceback and 2 'loss is nan'; --lr, --max_steps and
+    --limit_train shared one message that named none of them."""
+    r = run("xeroalign.py", *DEMO, flag, value)
+    assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr
