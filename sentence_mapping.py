@@ -11,19 +11,19 @@ Usage:
     python sentence_mapping.py --data demo --model tiny     # the demo: CPU, < 1 min
     torchrun --nproc_per_node 4 sentence_mapping.py --lang ko          # one process per GPU
 
-The method: fine-tune the encoder on English STS, then embed row-parallel sentences, English S_A
-and their translations S_B (n, d, mean-pooled last layer), and fit a d x d map between the two
-spaces three ways (section II.C): the normal equation, orthogonal Procrustes, a linear net.
-One run: 1. STS fine-tuning on --train_lang's train set; --arch bi: a siamese bi-encoder whose
-cosine is regressed onto score/5 (Sentence-BERT), cross: `A </s></s> B` and a regression head
-(the paper's GLUE run), none: no fine-tuning. 2. Zero-shot STS: Spearman and Pearson on dev and
-test of English and every --lang (sem17-<track>: SemEval-2017, test only; --data demo pairs the
-demo's utterances, common.demo_sts). 3. Maps (bi, none) fitted on the unique sentence pairs of
-the row-parallel train split (or the --pairs bitext) and measured on the test split's: the mean
-cosine of translated pairs (the paper's measure) and retrieval accuracy both ways (added: a map
-cannot raise it by moving everything to one point). 4. Cross-lingual STS (Table IV): sentence1
-in English, sentence2 translated, scored by the cosine unmapped and after each map, or by the
-cross-encoder.
+The method: embed row-parallel sentences, English S_A and translations S_B (n, d, the mean of
+the last layer), and fit a d x d map from one space to the other, three ways (section II.C):
+the normal equation, orthogonal Procrustes and a linear net. One run:
+  1. STS fine-tuning on --train_lang's train set: --arch bi, a siamese bi-encoder whose cosine
+     is regressed onto score/5 (Sentence-BERT); cross, `A </s></s> B` and a regression head (the
+     paper's GLUE run); none, no fine-tuning.
+  2. Zero-shot STS: Spearman and Pearson on dev and test of English and every --lang
+     (sem17-<track>: SemEval-2017, test only; --data demo: pairs of demo utterances).
+  3. The maps (bi, none), fitted on the unique sentence pairs of the row-parallel train split,
+     measured on the test split's: the mean cosine of translated pairs (the paper's measure) and
+     retrieval accuracy both ways (added: no map raises it by moving everything to one point).
+  4. Cross-lingual STS (Table IV): English sentence1, translated sentence2, scored by the cosine
+     unmapped and after each map, or by the cross-encoder.
 
 What the paper says and what we do:
   1. Procrustes: the paper prints U V^T from SVD(S_B S_A^T), n x n; ours SVD(S_A^T S_B), d x d.
@@ -32,9 +32,8 @@ What the paper says and what we do:
   4. Linear net, "S_A W = S_B" with MSE: bias-free nn.Linear, SGD (momentum 0.9), its step size
      relative to the mean squared embedding norm, so one --map_lr suits any encoder.
   5. Not stated: which embeddings Table IV maps (ours: the evaluated encoder's) and which pairs
-     fit the maps (ours: train; measured on test). --direction x2en maps the other way.
-  6. The paper fine-tunes a cross-encoder only; --arch bi (default) is added: maps need
-     sentence embeddings.
+     fit the maps (ours: train; measured on test).
+  6. The paper fine-tunes a cross-encoder only; --arch bi (default) is added: maps need embeddings.
   7. Optimisation: the paper's RAdam, lr 4e-5, warm-up over 10% of the steps, 4 epochs, batch 32;
      as the GLUE script, linear decay to 0 and clipping at 1.0. Reported: the last epoch, or the
      best dev Spearman (--select_on en|target).
