@@ -245,7 +245,7 @@ def test_torchrun_two_processes_one_results_file(tmp_path):
     assert r.stdout.count("wrote ") == 1  # rank 0 alone writes
 
 
-def test_two_processes_step_as_one(tmp_path):
+def test_sts_ddp_matches_single_process(tmp_path):
     """1 process against 2 (gloo) on the same 10 pairs, dropout off: each global batch of 4 is
     split 2 + 2, so the averaged gradients and the weights after 3 steps agree."""
     model = common.build_tiny([s for x in ("en", "ko") for sp in ("train", "dev", "test") for p in
