@@ -10,28 +10,22 @@ Usage:
     python crossaligner.py --data demo --model tiny --aux ca xa ctr ti     # the demo: CPU, < 1 min
     torchrun --nproc_per_node 4 crossaligner.py --data mtop --lang th    # one process per GPU
 
-Four auxiliary losses on (English, translation) pairs -- CrossAligner (ca), XeroAlign (xa),
-Contrastive (ctr), Translate-Intent (ti), the last three as in xeroalign.py, contrastive.py and
-translate_intent.py -- added to the English task loss; --aux alone is the zero-shot baseline:
+Auxiliary losses on (English, translation) pairs, CrossAligner (ca) and, as in their own files,
+XeroAlign (xa), Contrastive (ctr), Translate-Intent (ti), added to the English task loss:
 
     L = L_task(English) + sum_{a in --aux} w_a L_a,   w_a = 1 (--weighting sum) or CoV (Eq. 2-3)
 
-Where the paper and the official code disagree, and what we follow (the deviations, cited in
-the code as "dev. N"):
+Deviations from the paper or the official code, and what we follow (cited in the code as "dev. N"):
   1. CoV weights (Eq. 3). Paper: std/mean of the loss ratios of steps <= t. Code: steps < t, eps
      1e-8 under the root (every weight is 1e-4 at step 2). Ours: the paper (`CoVWeighting`).
-  2. CrossAligner input. Code: no attention mask, the head reads pad tokens' entity logits. Ours:
-     logits zeroed at padding, padded to --max_len rows: a sentence's loss ignores its batch.
+  2. CA input. Code: no mask, pads' logits read. Ours: zeroed, padded to L rows: batch-independent.
   3. MTOD. Paper: lr and epochs 50% lower there (1e-5, 5 epochs); code: 5e-6, 5. Ours: the code.
   4. "CLS": the pooler output (the code) by default; --cls first: the first token's state.
   5. Batch 10 in one step, as the aligned configs; the translations are the batch's own.
-  6. CrossAligner target (Algorithm 1, TRANSFORMLABELS): the multi-hot vector of the English slot
-     tags, O included (as alignment.py); BCE on the English utterance and on its translation,
-     summed. The heads are shared across languages: --max_len (CA's width) is a hyperparameter.
-  7. The other losses, as the code: contrastive (Eq. 1, cosine, no temperature, English to
-     target), XeroAlign (MSE), Translate-Intent (the intent head on the translation).
-  8. CoV weights are not bounded by 1 (xa starts near 0 on a fresh pooler, then grows). In a batch
-     without translations xa/ctr/ti are absent and enter no statistic.
+  6. CA target (Algorithm 1, TRANSFORMLABELS): multi-hot English slot tags, O included (as
+     alignment.py); BCE on English and on the translation, summed; --max_len (CA's width) matters.
+  7. The others as the code: ctr Eq. 1 (cosine, tau 1, English to target), xa MSE, ti intent head.
+  8. CoV weights are not bounded by 1 (xa starts near 0, then grows); absent losses: no statistic.
   9. Tagging: IO, BIO restored at evaluation (as the paper); --tagging bio: section 5.1's BIO.
  10. Precision. The code: fp32. Ours: --dtype auto = bf16 autocast on GPUs with bf16, else fp16
      with a GradScaler; fp32 on the CPU. A non-finite loss (fp16 overflow) enters no CoV statistic.
@@ -52,8 +46,7 @@ import torch.nn.functional as F
 
 import common
 
-# The paper's aligned configs (config/*.sh); slot-labelled data only (CrossAligner needs slots).
-# massive is not in the paper (MTOP's settings); demo is tuned for --model tiny.
+# The aligned configs (config/*.sh), slot data only; massive: MTOP's; demo: for --model tiny.
 PAPER = {
     "mtop": dict(lr=2e-5, epochs=10, max_len=70, batch_size=10),
     "mtod": dict(lr=5e-6, epochs=5, max_len=50, batch_size=10),
@@ -125,23 +118,20 @@ def parse_args(argv=None):
                    "BIO restored at evaluation, or BIO (section 5.1) (default: io)")
     p.add_argument("--cls", choices=["pooler", "first"], default="pooler", help="sentence vector "
                    "of xa, ctr, ti: pooler output (code) or first token (paper) (default: pooler)")
-    p.add_argument("--head_lr", type=positive, help="peak lr of the new linear heads (default: "
-                   "--lr, as the code); multilingual-e5 needs about 1e-2")
-    first = p.parse_known_args(argv)[0]
-    p.set_defaults(**PAPER[first.data])  # the paper's values for --data; flags given win
+    p.add_argument("--head_lr", type=positive, help="heads' peak lr (default: --lr); e5: 1e-2")
+    p.set_defaults(**PAPER[p.parse_known_args(argv)[0].data])  # per --data; flags given win
     args = p.parse_args(argv)
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", args.device):
         p.error(f"--device {args.device}: expected auto, cpu, cuda or cuda:N")
     if args.lang != "all" and any(not x.strip() for x in args.lang.split(",")):
         p.error(f"--lang {args.lang!r}: an empty language code; give codes separated by commas")
-    if args.aux and args.train_lang != "en":
-        p.error("the auxiliary losses pair English training data with its translations: use "
-                "--aux (none) with --train_lang")
+    if args.aux and args.train_lang != "en":  # the aux losses need English + translations
+        p.error("--aux needs English training data: pass --aux alone with --train_lang")
     args.aux = [a for a in AUX if a in args.aux]  # the code's order (the weights'), no repeats
     return args
 
 
-# ---------------------------------------------------------------------------- losses
+# ---------------------------------------------------------------------------- losses, CoV weights
 
 def slot_presence(slot_labels, n_slots):
     """Algorithm 1, TRANSFORMLABELS: y_ca[s] = 1 if tag s (O too) labels any word of the utterance,
@@ -151,10 +141,9 @@ def slot_presence(slot_labels, n_slots):
 
 
 def crossaligner_loss(slot_logits, attention_mask, y_ca, head, max_len):
-    """CrossAligner loss of one view (Algorithm 1 lines 22-26 for English, 28-31 for the target):
-    pred = CA(reshape(EC(tokens)) to (L * S)), L_view = BCE(sigmoid(pred), y_ca), mean over B x S;
-    the logits zeroed at padding and padded with zeros to L rows (dev. 2). slot_logits (B, T, S)
-    with T <= L, attention_mask (B, T), y_ca (B, S), head: (L * S) -> S."""
+    """CrossAligner loss of one view (Algorithm 1 lines 22-26 English, 28-31 target), B x S mean:
+    L_view = BCE(sigmoid(CA(reshape(EC(tokens)) to L * S)), y_ca), logits zeroed at padding and
+    padded to L rows (dev. 2). slot_logits (B, T <= L, S), attention_mask (B, T), y_ca (B, S)."""
     B, T, S = slot_logits.shape
     if T > max_len:  # F.pad with a negative width would silently crop the logits
         raise ValueError(f"crossaligner_loss: the batch has T={T} subwords, more than "
@@ -170,11 +159,9 @@ def xeroalign_loss(cls_src, cls_tgt):
 
 
 def contrastive_loss(emb_src, emb_tgt, temperature=1.0, symmetric=False):
-    """Contrastive alignment (section 3.2, Eq. 1), InfoNCE with in-batch negatives, (N, d) each:
-
-        L_ctr = -1/N sum_i log( exp(cos(e_i, t_i) / tau) / sum_k exp(cos(e_i, t_k) / tau) )
-
-    tau = 1, English -> target only (symmetric=False), as the code (Algorithm 2)."""
+    """Contrastive alignment (section 3.2, Eq. 1), InfoNCE with in-batch negatives, (N, d) each;
+    tau = 1, English -> target only (symmetric=False), as the code (Algorithm 2):
+        L_ctr = -1/N sum_i log( exp(cos(e_i, t_i) / tau) / sum_k exp(cos(e_i, t_k) / tau) )"""
     sim = F.normalize(emb_src.float(), dim=-1) @ F.normalize(emb_tgt.float(), dim=-1).T \
         / temperature
     labels = torch.arange(len(sim), device=sim.device)
@@ -187,18 +174,12 @@ def translate_intent_loss(intent_logits_tgt, intent_en):
     return F.cross_entropy(intent_logits_tgt.float(), intent_en)
 
 
-# ---------------------------------------------------------------------------- CoV weighting
-
 class CoVWeighting:
     """Coefficient-of-Variation weights (Groenendijk et al. 2021, arXiv:2009.01717) as the paper
     uses them (section 3.4, Eq. 2-3): unnormalised, main loss unweighted, detached (floats):
-
         l_{a,t} = L_{a,t} / mean(L_{a,1..t-1}),      w_{a,t} = std(l_{a,1..t}) / mean(l_{a,1..t})
-
-    population std over the ratios of steps <= t (dev. 1). First step: l = 1, w = 1 (1+1). A loss
-    not `present` at a step enters no statistic and keeps its weight; a history mean of 0 gives
-    l = 1. Welford's online update: memory does not grow with t."""
-
+    population std of the ratios of steps <= t (dev. 1); step 1: l = w = 1 (1+1); a loss not
+    `present` enters no statistic, keeps its weight; history mean 0: l = 1. Welford: O(1) memory."""
     def __init__(self, n):
         # per loss: steps present, mean of L and of l over them, sum of squared deviations of l
         self.t, self.mean_loss, self.mean_ratio, self.m2_ratio = np.zeros((4, n))
@@ -228,14 +209,12 @@ class CoVWeighting:
 def main(argv=None):
     args = parse_args(argv)
     method = "crossaligner" if args.aux else "zeroshot" if args.train_lang == "en" else "target"
-    data_dir = args.data_dir or (str(common.DEMO_DIR) if args.data == "demo" else
-                                 f"data/{args.data}")
+    data_dir = args.data_dir or str(common.DEMO_DIR if args.data == "demo" else f"data/{args.data}")
     sep = len(args.aux) > 1 or args.weighting == "cov"  # folder e.g. xa+ca-cov, ca, ca-cov
     name = "+".join(args.aux) + ("-" + args.weighting) * sep if args.aux else method
     out_dir = args.out_dir or common.default_out_dir(f"crossaligner/{name}", args)
     head_lr = args.head_lr or args.lr
     settings = {**vars(args), "data_dir": data_dir, "out_dir": out_dir, "head_lr": head_lr}
-
     # setup: one process per GPU under torchrun (WORLD_SIZE set), else one process
     world = int(os.environ.get("WORLD_SIZE", "1"))
     ddp = world > 1
@@ -264,9 +243,7 @@ def main(argv=None):
         torch.autocast(device.type, dtype=getattr(torch, dtype))
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == "float16")  # off: a no-op
     common.check_out_dir(settings, __file__)  # before loading: a bad --out_dir fails now, not later
-    common.log(f"{method} | aux {args.aux or 'none'} | device {device} | dtype {dtype} | "
-               f"processes {world}\nargs {settings}")
-
+    common.log(f"{method} | device {device} | dtype {dtype} | processes {world}\nargs {settings}")
     # data: English (or --train_lang) examples, their translations, dev/test sets
     try:
         langs, train, trans, evals = common.load_task(
@@ -287,28 +264,22 @@ def main(argv=None):
     shard = (dist.get_rank(), world) if ddp else None  # each process reads its own 1/world
     loader = common.make_loader(items, args.batch_size // world, tok.pad_token_id, True, args.seed,
                                 shard)
-
-    # model: encoder, intent (IC), entity (EC) and CrossAligner (CA, section 3.1) heads; Adam +
-    # OneCycleLR at PyTorch's defaults, gradients clipped at 1.0, as the code
-    S, L = len(labels.slots), args.max_len
+    S, L = len(labels.slots), args.max_len  # model: encoder; intent, entity, CA (3.1) heads
     model = common.TaskModel(enc, len(labels.intents), S, args.cls).to(device)
     model.ca_head = torch.nn.Linear(L * S, S).to(device)  # reads L * S numbers (dev. 2)
     opt = torch.optim.Adam(model.param_groups(args.lr, head_lr), lr=args.lr,
-                           fused=device.type in ("cpu", "cuda"))  # one kernel, same result
+                           fused=device.type in ("cpu", "cuda"))  # as the code; fused: same result
     total = min(args.epochs * len(loader), args.max_steps or args.epochs * len(loader))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[args.lr, head_lr], total_steps=total)
     net = model if not ddp else torch.nn.parallel.DistributedDataParallel(
         model, device_ids=[device] if device.type == "cuda" else None)  # averages the gradients
-    cov = CoVWeighting(len(args.aux)) if args.weighting == "cov" else None
-    weights = np.ones(len(args.aux))  # 1 + 1 unless --weighting cov
-
+    cov, weights = CoVWeighting(len(args.aux)), np.ones(len(args.aux))  # 1 + 1 unless cov
     # training, with dev evaluation after every epoch; --select_on keeps the best epoch's weights.
-    # A batch b holds B English examples padded to the longest (T <= L): input_ids and
-    # attention_mask (B, T), intent (B,), slot_labels (B, T): a word's tag on its first subword,
-    # -100 (ignored) elsewhere; one translation per example, drawn from its --lang languages at
-    # each step: tgt_input_ids, tgt_attention_mask, has_tgt (B,) False where there is none.
-    # net(ids, mask) returns (sentence vector "CLS" (N, d), intent logits (N, C), slot logits
-    # (N, T, S), token states) for its N rows.
+    # A batch b holds B English examples padded to the longest (T <= L): input_ids, attention_mask
+    # (B, T), intent (B,), slot_labels (B, T): a word's tag on its first subword, -100 (ignored)
+    # elsewhere; one translation per example, drawn from its --lang languages at each step:
+    # tgt_input_ids, tgt_attention_mask, has_tgt (B,) False where none. net(ids, mask) returns
+    # ("CLS" sentence vectors (N, d), intent logits (N, C), slot logits (N, T, S), states), N rows.
     key = "exact_match"  # every --data here has intents and slots
     watch = ["en"] if args.select_on == "en" else [x for x in langs if x != "en"] or ["en"]
     history, best = [], None  # best: (dev score, epoch, weights on the CPU)
@@ -354,16 +325,14 @@ def main(argv=None):
             # ---- end Translate-Intent
             # ---- CoV weighting (Eq. 2-3; dev. 1, 8, 10: absent or non-finite values: no sample)
             values = list(aux.values())
-            if cov is not None:
-                x = [v.item() for v in values]
-                weights = cov.update(x, [(some or a == "ca") and np.isfinite(v)
-                                         for a, v in zip(args.aux, x)])
+            if args.weighting == "cov":
+                x = np.array([v.item() for v in values])
+                weights = cov.update(x, np.isfinite(x) & [some or a == "ca" for a in args.aux])
             loss = loss_task + sum(float(w) * v for w, v in zip(weights, values))  # Eq. 2
             # ---- end CoV weighting
             if not torch.isfinite(loss) and not scaler.is_enabled():  # fp16: the scaler skips it
-                parts = ", ".join(f"{a} {v.item()}" for a, v in zip(args.aux, values))
-                raise SystemExit(f"error: step {step + 1}: the loss is {loss.item()} "
-                                 f"(task {loss_task.item()}, {parts}); stopping")
+                raise SystemExit(f"error: step {step + 1}: the loss is {loss.item()} (task "
+                                 f"{loss_task.item()}, aux {[v.item() for v in values]}); stopping")
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()  # fp16: a scaled loss keeps small gradients from 0
             scaler.unscale_(opt)  # clip the true gradients, not the scaled ones
@@ -374,8 +343,7 @@ def main(argv=None):
             skipped += scaler.is_enabled() and scaler.get_scale() < scale  # the scale fell: skipped
             sched.step()
             step, seen = step + 1, seen + B * world
-            sums += torch.stack([torch.ones((), device=device), loss_task.detach(), loss.detach(),
-                                 *[v.detach() for v in values]])
+            sums += torch.stack([torch.ones((), device=device), loss_task, loss, *values]).detach()
             if step % args.log_every == 0 or step == total:
                 el = t_train + time.time() - t0
                 parts = " ".join(f"{a} {v.item():.4f} (w {w:.3g})" for a, v, w in zip(args.aux,
@@ -404,7 +372,6 @@ def main(argv=None):
             dist.barrier()
         if step >= total:
             break
-
     # the reported model: test in every language, results.json
     metrics = None
     if main_rank:
@@ -418,10 +385,9 @@ def main(argv=None):
         common.log_metrics("final", metrics)
         path = common.save_results(
             out_dir, method, settings, metrics, __file__, history=history, selected_epoch=picked,
-            peak_memory_mb=common.peak_memory_mb(device), steps=step, world_size=world,
-            dtype=dtype, skipped_steps=int(skipped), train_examples_seen=seen,
-            train_examples_per_s=seen / max(t_train, 1e-9), wall_s=time.time() - t_start,
-            aux=args.aux, weighting=args.weighting,
+            peak_memory_mb=common.peak_memory_mb(device), steps=step, world_size=world, dtype=dtype,
+            skipped_steps=int(skipped), train_examples_seen=seen, wall_s=time.time() - t_start,
+            train_examples_per_s=seen / max(t_train, 1e-9), aux=args.aux, weighting=args.weighting,
             final_aux_weights=dict(zip(args.aux, map(float, weights))))
         common.log(f"wrote {path}")
     if ddp:
