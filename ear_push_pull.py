@@ -11,30 +11,25 @@ Usage:
     python ear_push_pull.py --data pawsx --lang de --model xlm-roberta-base --mode rsda --copies 10
     python ear_push_pull.py --data demo --lang de --model tiny                     # CPU, < 1 min
 
-The method, from English-only resources: cross-entropy on English examples x and on copies x^a
-with words swapped for English synonyms (--neighbours; no translations), while the mean embeddings
-of x and x^a are pushed apart (EPT) and their attention maps pulled together (APT):
+The method, English only: CE on examples x and on copies x^a with English synonyms swapped in
+(--neighbours), mean embeddings of x, x^a pushed apart (EPT), attention maps pulled together (APT):
     L = CE(P_x, y) + CE(P_xa, y) + alpha * l_EPT(x, x^a) + beta * l_APT(x, x^a)      (Eq. 5)
---mode rsda: cross-entropy on the augmented copies only (RS-DA); --mode plain: plain fine-tuning
-(zero-shot); --alpha 0 / --beta 0: the paper's ablations. Tasks: PAWS-X and XNLI (each sentence
-augmented on its own) and, an extension, intent classification on the intent/slot datasets.
+--mode rsda: CE on the augmented copies only (RS-DA); plain: fine-tuning (zero-shot); --alpha 0 /
+--beta 0: ablations. Tasks: PAWS-X, XNLI (each sentence augmented alone); extension: intent data.
 
-Where the paper and the official code disagree, and what we follow (the deviations, cited in the
-code as "dev. N"):
-  1. Weights. Paper (section 3.1, tuned in Appendix B): alpha = 1 (EPT), beta = 0.1 (APT); official
-     scripts: alpha = 0.1, beta = 1. We default to the paper (--alpha 0.1 --beta 1: the scripts').
-  2. Epochs. Paper: one epoch. Official PAWS-X scripts: 30. We default to the paper.
+Deviations from the paper or the official code, and what we follow (cited in the code as "dev. N"):
+  1. Weights. Paper (section 3.1, Appendix B): alpha = 1 (EPT), beta = 0.1 (APT); official scripts:
+     alpha = 0.1, beta = 1. Ours: the paper (--alpha 0.1 --beta 1: the scripts').
+  2. Epochs. Paper: one epoch. Official PAWS-X scripts: 30. Ours: the paper.
   3. Selection. Code: the checkpoint best on the test sets. Ours: best English dev, as RS-DA.
   4. EPT layer. Paper: "pushing away (x, x^a) in the embedding space"; code: hidden_states[0], the
      embedding layer's output (with its dropout). Ours: the code (--ep_layer last: the last layer).
-  5. APT maps. Code: post-dropout attention probabilities of the 6th layer over all 128 x 128
-     positions, pads included. Ours: before attention dropout (`AttentionProbs`), averaged over
-     real tokens of both x and x^a only. Layer: the 6th (paper: "the middle layer" of 12; code),
-     also on 24-layer models; an encoder of under 12 layers: its middle one (tiny demo: 1).
+  5. APT maps. Code: post-dropout attention probabilities of the 6th layer, all 128 x 128 positions,
+     pads included. Ours: pre-dropout (`AttentionProbs`), real tokens of both x and x^a only; layer
+     6 (paper: "the middle layer" of 12; code), also of 24; under 12 layers the middle (tiny: 1).
   6. Augmentation is seeded by --seed (the official code's is not).
-  7. Precision. The code trains in fp32. Ours: --dtype auto = bf16 autocast on GPUs that have it,
-     else fp16 autocast with a GradScaler on a GPU, fp32 on the CPU.
-
+  7. Precision. The code: fp32. Ours: --dtype auto = bf16 autocast on GPUs with bf16, else fp16
+     with a GradScaler; fp32 on the CPU.
 Shapes: B batch, T subwords, d hidden size, H heads, C classes.
 """
 import argparse
@@ -54,8 +49,7 @@ import torch.nn.functional as F
 
 import common
 
-# The paper's settings (Appendix A: lr 2e-5, batch 32, max length 128, one epoch), on every dataset;
-# demo is tuned for --model tiny (a random encoder needs a far larger lr than a pretrained one).
+# The paper's settings (Appendix A), on every dataset; demo: for --model tiny (a far larger lr).
 PAPER = {d: dict(lr=2e-5, epochs=1, max_len=128, batch_size=32) for d in common.DATASETS}
 PAPER["demo"] = dict(lr=2e-3, epochs=8, max_len=64, batch_size=16)
 
@@ -65,7 +59,6 @@ def ap_layer(n_layers):  # default APT layer: the 6th (paper; code, also of 24),
 
 
 # ---------------------------------------------------------------------------- arguments
-
 def at_least(low, kind=int):  # argparse type: a number >= low, or a one-line error naming the flag
     def parse(text):
         if kind(text) < low:
@@ -83,16 +76,13 @@ def positive(text):  # argparse type: a float > 0
 def parse_args(argv=None):
     table = "\n".join(f"  {k:8} " + "  ".join(f"{n} {v:g}" for n, v in d.items())
                       for k, d in PAPER.items())
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n")[0], allow_abbrev=False,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=f"settings per --data (the paper's, Appendix A; demo: for --model tiny):\n{table}")
-    per_data, weight = "(default: per --data, below)", at_least(0.0, float)
-    arg = p.add_argument
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False,
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=f"per --data (Appendix A; demo: --model tiny):\n{table}")
+    arg, per_data, weight = p.add_argument, "(default: per --data, below)", at_least(0.0, float)
     # --- run (the same flags in every method file)
     arg("--data", choices=list(PAPER), default="demo", help="dataset (default: demo)")
-    arg("--lang", default="de", help="target language(s): th, de,es,fr or all (every language of "
-        "--data) (default: de)")
+    arg("--lang", default="de", help="target language(s): th, de,es,fr or all (default: de)")
     arg("--model", default="xlm-roberta-large", help="HF hub name or local folder; tiny builds a "
         "small random encoder and tokenizer on the data, offline (default: xlm-roberta-large)")
     arg("--data_dir", help="dataset folder in its official layout (default: data/<data>)")
@@ -105,15 +95,13 @@ def parse_args(argv=None):
     arg("--seed", type=int, default=7, help="random seed (default: 7, the official scripts')")
     arg("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     arg("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto",
-        help="autocast precision; auto: bfloat16 on GPUs that have it, else float16 with a "
-        "GradScaler on a GPU, float32 on the CPU (default: auto)")
+        help="autocast precision; auto: bf16 (else fp16) on a GPU, fp32 on the CPU")
     arg("--threads", type=at_least(0), default=0, help="torch CPU threads (default: 0, torch's)")
     arg("--out_dir", help="where results.json goes (default: runs/<method>/<data>-<lang>-"
         "<train_lang>-<model>-s<seed>[-steps<N>][-n<limit_train>])")
     arg("--overwrite", action="store_true", help="replace a results.json of other code or settings")
     arg("--max_steps", type=at_least(0), default=0, help="stop after N steps (default: 0, no cap)")
-    arg("--limit_train", type=at_least(0), default=0, help="train on a fixed random subset of N "
-        "examples, the same for every seed and method (default: 0, all)")
+    arg("--limit_train", type=at_least(0), default=0, help="a fixed subset of N (default: 0, all)")
     arg("--max_eval", type=at_least(0), default=0, help="evaluate on a fixed subset of N examples "
         "of each dev and test set, for smoke runs (default: 0, all)")
     arg("--select_on", choices=["last", "en", "target"], default="en", help="the epoch reported: "
@@ -126,19 +114,16 @@ def parse_args(argv=None):
         "on augmented copies only); plain fine-tuning, the zero-shot baseline (default: ear)")
     arg("--neighbours", help="counter-fitted synonyms {word: [neighbours]}, as RS-DA and EAR "
         "(default: data/synonyms/counterfitted_neighbors.json; demo: data/demo/synonyms.json)")
-    arg("--copies", type=at_least(1), default=3, help="augmented copies per example (default: 3, "
-        "official EAR; RS-DA: 10 PAWS-X, 3 XNLI)")
+    arg("--copies", type=at_least(1), default=3, help="augmented copies per example (default: 3)")
     arg("--alpha", type=weight, default=1.0, help="EPT weight (default: 1, paper; code 0.1)")
     arg("--beta", type=weight, default=0.1, help="APT weight (default: 0.1, paper; code 1)")
-    arg("--ap_layer", type=at_least(1), help="1-based encoder layer for APT (default: 6, as paper "
-        "and code; an encoder with fewer than 12 layers: its middle one)")
+    arg("--ap_layer", type=at_least(1), help="APT layer, 1-based (default: 6; < 12 layers: middle)")
     arg("--ep_layer", choices=["embeddings", "last"], default="embeddings", help="what EPT pools: "
         "the embedding layer's output (code) or the last layer's (default: embeddings)")
     arg("--cls", choices=["pooler", "first"], default="first", help="what the classifier reads: "
         "the first token's last state (paper, Eq. 3) or the pooler output (default: first)")
     arg("--head_lr", type=positive, help="peak lr of the classifier (default: --lr, as the code)")
-    first = p.parse_known_args(argv)[0]
-    p.set_defaults(**PAPER[first.data])  # the paper's values for --data; flags given win
+    p.set_defaults(**PAPER[p.parse_known_args(argv)[0].data])  # per --data; flags given win
     args = p.parse_args(argv)
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", args.device):
         p.error(f"--device {args.device}: expected auto, cpu, cuda or cuda:N")
@@ -148,31 +133,24 @@ def parse_args(argv=None):
 
 
 # ---------------------------------------------------------------------------- augmentation, losses
-
 def load_neighbours(path):
     """The synonym list {word: [neighbour, ...]}; a missing file or another shape is an error."""
     if not Path(path).is_file():
-        raise SystemExit(f"error: --neighbours {path}: file not found. It is "
-                         "counterfitted_neighbors.json of uclanlp/Robust-XLT (also in KB-Ding/EAR):"
-                         " {word: [neighbour, ...]}")
+        raise SystemExit(f"error: --neighbours {path}: not found. It is "
+                         "counterfitted_neighbors.json of uclanlp/Robust-XLT (also in KB-Ding/EAR)")
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except ValueError as e:
         raise SystemExit(f"error: --neighbours {path}: not JSON ({e})") from None
-    shape = "expected {word: [neighbour, ...]}"
-    if not isinstance(data, dict):
-        raise SystemExit(f"error: --neighbours {path}: {shape}, found a JSON {type(data).__name__}")
-    for w, n in data.items():
-        if not isinstance(n, list) or not all(isinstance(x, str) for x in n):
-            raise SystemExit(f"error: --neighbours {path}: {shape}, found "
-                             f"{json.dumps({w: n})[:80]}")
+    if not isinstance(data, dict) or not all(isinstance(n, list) and all(
+            isinstance(x, str) for x in n) for n in data.values()):
+        raise SystemExit(f"error: --neighbours {path}: expected {{word: [neighbour, ...]}}")
     return {w: n for w, n in data.items() if n}
 
 
 def augmented(ex, neighbours, rng):
-    """An augmented copy of an example: each word that has neighbours is replaced by a uniform draw
-    from [word] + neighbours (so it stays with probability 1/(k+1)); exact, case-sensitive match,
-    as the official perturb.py. Intent data: its words; a pair: each side on its own."""
+    """An augmented copy: a word with k neighbours becomes a uniform draw from [word] + neighbours
+    (kept with probability 1/(k+1)); exact, case-sensitive match (perturb.py); a pair: each side."""
     def swap(words):
         return [rng.choice([w] + neighbours[w]) if w in neighbours else w for w in words]
     if isinstance(ex, common.Pair):
@@ -183,12 +161,9 @@ def augmented(ex, neighbours, rng):
 
 def embedding_push_loss(emb_x, emb_xa, mask_x, mask_xa):
     """Embedding-Push target (Eq. 1): push the mean embeddings of x and x^a apart.
-
         l_EPT = - 1/(|B| d) sum_x || M(E_x) - M(E_xa) ||^2,   M = mean over the real tokens
-
-    emb_x, emb_xa (B, T, d) token vectors (by default the embedding layer's output); mask_x, mask_xa
-    (B, T). The mean includes <s> and </s>, as the official code's pooling. Unbounded below: only
-    the embedding LayerNorm keeps it finite."""
+    emb_x, emb_xa (B, T, d) token vectors (default: the embedding layer's output), masks (B, T); the
+    mean includes <s> and </s> (as the code). Unbounded below: only LayerNorm keeps it finite."""
     def mean(e, m):
         m = m.unsqueeze(-1).to(e.dtype)
         return (e * m).sum(1) / m.sum(1).clamp(min=1)
@@ -197,13 +172,10 @@ def embedding_push_loss(emb_x, emb_xa, mask_x, mask_xa):
 
 def attention_pull_loss(att_x, att_xa, mask_x, mask_xa):
     """Attention-Pull target (Eq. 2): pull the multi-head attention maps of x and x^a together.
-
         l_APT = 1/N sum_{b, h, i, j valid} (A_x[b, h, i, j] - A_xa[b, h, i, j])^2
-
-    att_x, att_xa (B, H, T, T) attention probabilities at one layer; mask_x, mask_xa (B, T). Like
-    the official code the maps are compared position by position (no word alignment: a synonym with
-    another number of subwords shifts what follows). Unlike it, only pairs (i, j) where i and j are
-    real tokens in both x and x^a count, so padding neither dilutes nor inflates the mean."""
+    att_x, att_xa (B, H, T, T) attention probabilities at one layer, masks (B, T). As the code: maps
+    compared position by position (no word alignment: a synonym's other length shifts what follows).
+    Unlike it: only (i, j) real in both x and x^a count, so padding neither dilutes nor inflates."""
     both = (mask_x * mask_xa).to(att_x.dtype)  # (B, T)
     valid = (both[:, :, None] * both[:, None, :]).unsqueeze(1)  # (B, 1, T, T)
     sq = (att_x.float() - att_xa.float()) ** 2 * valid
@@ -211,17 +183,14 @@ def attention_pull_loss(att_x, att_xa, mask_x, mask_xa):
 
 
 def robust_ce_loss(logits_x, logits_xa, labels):
-    """Robust target (Eq. 4): cross-entropy on the original and on the augmented example, both with
-    the gold label: l_CE = CE(P_x, y) + CE(P_xa, y), each a batch mean."""
+    """Robust target (Eq. 4): l_CE = CE(P_x, y) + CE(P_xa, y), gold label on both, batch means."""
     return F.cross_entropy(logits_x.float(), labels) + F.cross_entropy(logits_xa.float(), labels)
 
 
 class AttentionProbs:
-    """Attention probabilities of one encoder layer, recomputed by a forward hook from that layer's
-    input: softmax(Q K^T / sqrt(d_head) + key mask), before attention dropout. The model's own
-    forward pass is untouched (it keeps SDPA attention). Set `mask` (B, T) before a forward whose
-    maps you want; with mask None (evaluation) the hook does nothing."""
-
+    """Attention probabilities of one layer, recomputed by a forward hook from its input:
+    softmax(Q K^T / sqrt(d_head) + key mask), before attention dropout; the model's forward (SDPA)
+    is untouched. Set `mask` (B, T) before each forward whose maps you want; None: no work."""
     def __init__(self, encoder, layer):
         self.mask, self.probs = None, None
         encoder.encoder.layer[layer - 1].attention.self.register_forward_hook(self.hook)
@@ -235,11 +204,10 @@ class AttentionProbs:
         k = module.key(h).view(B, T, -1, module.attention_head_size).transpose(1, 2)
         scores = q @ k.transpose(-1, -2) / math.sqrt(module.attention_head_size)
         scores = scores.masked_fill(self.mask[:, None, None, :] == 0, torch.finfo(scores.dtype).min)
-        self.probs = scores.softmax(-1)
+        self.probs, self.mask = scores.softmax(-1), None  # used once: evaluation skips the work
 
 
 # ---------------------------------------------------------------------------- main
-
 def main(argv=None):
     args = parse_args(argv)
     data_dir = args.data_dir or str(common.DEMO_DIR if args.data == "demo" else f"data/{args.data}")
@@ -249,7 +217,6 @@ def main(argv=None):
                                       "data/synonyms/counterfitted_neighbors.json")  # demo: shipped
     settings = {**vars(args), "data_dir": data_dir, "out_dir": out_dir, "head_lr": head_lr,
                 "neighbours": synonyms}  # as used; apt_layer once the encoder's depth is known
-
     # setup: one process per GPU under torchrun (WORLD_SIZE set), else one process
     world = int(os.environ.get("WORLD_SIZE", "1"))
     ddp = world > 1
@@ -278,9 +245,7 @@ def main(argv=None):
         torch.autocast(device.type, dtype=getattr(torch, dtype))
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == "float16")  # off: a no-op
     common.check_out_dir(settings, __file__)  # before loading: a bad --out_dir fails now, not later
-    common.log(f"{args.mode} | device {device} | dtype {dtype} | processes {world}\n"
-               f"args {settings}")
-
+    common.log(f"{args.mode} | device {device} | dtype {dtype} | world {world}\nargs {settings}")
     # data: English training examples, their augmented copies (seeded, dev. 6), dev/test sets
     neighbours = load_neighbours(synonyms) if args.mode != "plain" else {}
     try:
@@ -306,46 +271,35 @@ def main(argv=None):
         raise SystemExit(f"error: {e}") from None
     for note in common.notes():
         common.log(f"data note: {note}")
-    changed = sum(a != o for a, o in zip(aug, orig))  # copies that drew at least one synonym
-    common.log(f"train {len(items)} items from {len(train)} {args.train_lang} examples, "
-               f"{len(labels.intents)} classes | {changed} of {len(aug)} copies differ from theirs")
+    common.log(f"train {len(items)} items from {len(train)} {args.train_lang} examples | "
+               f"{sum(a != o for a, o in zip(aug, orig))} of {len(aug)} copies drew a synonym")
     shard = (dist.get_rank(), world) if ddp else None  # each process reads its own 1/world
     loader = common.make_loader(items, args.batch_size // world, tok.pad_token_id, True, args.seed,
                                 shard)
-
-    # model: encoder + a linear classifier (slots are not trained), the attention probe, the
-    # embedding hook; AdamW, no weight decay, linear decay, no warm-up (the scripts'), clipping at 1
+    # model: encoder + linear classifier, APT probe, EPT hook; AdamW, no decay or warm-up (scripts')
     model = common.TaskModel(enc, len(labels.intents), 0, args.cls).to(device)
     depth = enc.config.num_hidden_layers
-    apt_layer = args.ap_layer or ap_layer(depth)
-    settings["apt_layer"] = apt_layer  # results.json records the layer used (ap_layer: as asked)
+    settings["apt_layer"] = apt_layer = args.ap_layer or ap_layer(depth)  # used; ap_layer: as asked
     probe, emb_out = None, {}  # EAR: layer apt_layer's attention maps; the embedding layer's output
     if args.mode == "ear":
         if apt_layer > depth:
-            raise SystemExit(f"error: --ap_layer {apt_layer}: the encoder has {depth} layers;"
-                             f" pass 1 to {depth}, or leave it out for layer {ap_layer(depth)}")
-        common.log(f"APT at layer {apt_layer} of the encoder's {depth} (--ap_layer: another)")
+            raise SystemExit(f"error: --ap_layer {apt_layer}: the encoder has only {depth} layers")
         probe = AttentionProbs(enc, apt_layer)  # dev. 5
         if args.ep_layer == "embeddings":  # dev. 4
             enc.embeddings.register_forward_hook(lambda m, i, o: emb_out.__setitem__("x", o))
     opt = torch.optim.AdamW(model.param_groups(args.lr, head_lr), lr=args.lr, weight_decay=0.0,
                             fused=device.type in ("cpu", "cuda"))
-    total = args.epochs * len(loader)
-    total = min(total, args.max_steps) if args.max_steps else total
+    total = min(args.epochs * len(loader), args.max_steps or args.epochs * len(loader))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.0, 1 - s / total))
     net = model if not ddp else torch.nn.parallel.DistributedDataParallel(
         model, device_ids=[device] if device.type == "cuda" else None)  # averages the gradients
-
     # training, with dev evaluation after every epoch; --select_on keeps the best epoch's weights
-    # (dev. 3). A batch b holds B augmented copies x^a (plain: the originals) and, for EAR, their
-    # originals x, all padded to the longest of them (T): input_ids, attention_mask (B, T); intent
-    # (B,) the class (the pair's label on PAWS-X/XNLI); intent data also brings slot_labels (B, T),
-    # -100 on non-first subwords, unused here. EAR: x rides in the translation slot as the only
-    # "translation", so the per-step draw (Python's seeded `random`) always picks it:
-    # tgt_input_ids, tgt_attention_mask (B, T), has_tgt (B,) all True. A BERT-style tokenizer adds
-    # token_type_ids (segments 0/1 of a pair) and tgt_token_type_ids. net(ids, mask, types) returns
-    # (sentence vector (N, d), class logits (N, C), None, last-layer token states (N, T, d)) for
-    # the N rows it is given.
+    # (dev. 3). A batch b holds B copies x^a (plain: originals) padded to the longest (T):
+    # input_ids, attention_mask (B, T), intent (B,) the class (a pair's label on PAWS-X/XNLI);
+    # intent data's slot_labels (-100 on non-first subwords) go unused. EAR: x is x^a's only
+    # "translation", so the per-step draw always picks it: tgt_input_ids, tgt_attention_mask (B, T),
+    # has_tgt (B,) all True; BERT-style tokenizers add (tgt_)token_type_ids. net(ids, mask, types)
+    # returns (sentence vector (N, d), class logits (N, C), None, last states (N, T, d)), N rows.
     watch = ["en"] if args.select_on == "en" else [x for x in langs if x != "en"] or ["en"]
     history, best = [], None  # best: (dev accuracy, epoch, weights on the CPU)
     step, seen, skipped, t_train, t_start = 0, 0, 0, 0.0, time.time()
@@ -362,9 +316,8 @@ def main(argv=None):
                 mask = torch.cat([mask, b["tgt_attention_mask"]])
                 types = None if types is None else torch.cat([types, b["tgt_token_type_ids"]])
             # ---- end EAR
-            ids, mask = ids.to(device), mask.to(device)
+            ids, mask, y = ids.to(device), mask.to(device), b["intent"].to(device)
             types = None if types is None else types.to(device)
-            y = b["intent"].to(device)
             if probe:  # EAR: ask the hook for this forward's attention maps
                 probe.mask = mask
             with autocast:
@@ -376,7 +329,6 @@ def main(argv=None):
                 emb = emb_out["x"] if args.ep_layer == "embeddings" else h_last  # dev. 4
                 ept = embedding_push_loss(emb[B:], emb[:B], mask[B:], mask[:B])  # Eq. 1: push
                 apt = attention_pull_loss(probe.probs[B:], probe.probs[:B], mask[B:], mask[:B])
-                probe.mask = None  # evaluation passes skip the hook's extra work
             else:
                 ce = F.cross_entropy(logits.float(), y)
             loss = ce + args.alpha * ept + args.beta * apt  # Eq. 5
@@ -421,13 +373,11 @@ def main(argv=None):
             dist.barrier()
         if step >= total:
             break
-
     # the reported model: test in every language, results.json
     metrics = None
     if main_rank:
         if best is not None:
-            common.log(f"restoring epoch {best[1]} (best {args.select_on} dev accuracy "
-                       f"{best[0]:.2f})")
+            common.log(f"restoring epoch {best[1]} (best {args.select_on} dev acc {best[0]:.2f})")
             model.load_state_dict(best[2])
         picked = best[1] if best else epoch
         dev = next(h["dev"] for h in history if h["epoch"] == picked)  # evaluation is deterministic

@@ -137,8 +137,7 @@ def test_clear_errors(tmp_path, nb_file):
         ear.load_neighbours(tmp_path / "none.json")
     with pytest.raises(SystemExit, match="not JSON"):
         ear.load_neighbours(ROOT / "tests/fixtures/README.md")
-    with pytest.raises(SystemExit, match="--ap_layer 6: the encoder has 2 layers; pass 1 to 2, or "
-                       "leave it out for layer 1"):
+    with pytest.raises(SystemExit, match="--ap_layer 6: the encoder has only 2 layers"):
         ear.main(DEMO + ["--neighbours", str(nb_file), "--ap_layer", "6", "--out_dir",
                          str(tmp_path), "--max_steps", "1"])
 
