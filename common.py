@@ -18,7 +18,6 @@ whose token and label counts differ) are skipped, counted and reported by `notes
 prints and stores in its results.json.
 """
 import contextlib
-import functools
 import json
 import os
 import random
@@ -1648,7 +1647,8 @@ def check_out_dir(args, script, name="results.json"):
     unreadable one only with --overwrite. args: the run's settings, out_dir resolved; script: the
     method file's __file__."""
     args = args if isinstance(args, dict) else vars(args)
-    run = provenance(script)  # read now: the code this run starts from, whatever changes later
+    # read now, for save_results: the code this run starts from, whatever changes while it trains
+    run = STARTED[str(script)] = provenance(script)
     out = Path(args["out_dir"])
     if out.exists() and not out.is_dir():
         raise SystemExit(f"error: --out_dir {out}: a file, not a folder; name a folder")
@@ -1737,11 +1737,9 @@ def peak_memory_mb(device):
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-@functools.lru_cache(maxsize=None)
 def git_commit():
     """(sha, dirty) of the checkout this code runs from, dirty meaning tracked files changed;
-    cached, and read when a run starts, so it records the commit it started with even if the
-    checkout changes while it trains. (None, None) outside a git checkout."""
+    (None, None) outside a git checkout."""
     here = Path(__file__).resolve().parent
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
@@ -1758,11 +1756,13 @@ def _sha256(path):
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-@functools.lru_cache(maxsize=None)
+STARTED = {}  # method file -> its provenance, read by check_out_dir when its run starts
+
+
 def provenance(script):
-    """Where a run's code comes from, read once when it starts: the method file's name and sha256,
-    common.py's sha256, the commit, and `dirty`: tracked files changed, or the run imports files
-    of this folder that git does not track (`untracked`: a fork beside the method files, say)."""
+    """Where a run's code comes from: the method file's name and sha256, common.py's sha256, the
+    commit, and `dirty`: tracked files changed, or the run imports files of this folder that git
+    does not track (`untracked`: a fork beside the method files, say)."""
     here = Path(__file__).resolve().parent
     sha, dirty = git_commit()
     mine = {Path(script).resolve()} | {Path(m.__file__).resolve()
@@ -1787,7 +1787,7 @@ def save_results(out_dir, method, args, metrics, script, **extra):
     import transformers
     args = args if isinstance(args, dict) else vars(args)
     res = {"method": method, "data": args["data"], "model": args["model"], "args": args,
-           **provenance(script), "torch": torch.__version__,
+           **STARTED.get(str(script), provenance(script)), "torch": torch.__version__,
            "transformers": transformers.__version__, "metrics": metrics, "data_notes": notes(),
            **extra}
     Path(out_dir).mkdir(parents=True, exist_ok=True)

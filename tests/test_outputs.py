@@ -91,12 +91,10 @@ def test_untracked_import_makes_the_run_dirty(tmp_path, monkeypatch):
     try:
         monkeypatch.syspath_prepend(str(ROOT))
         __import__("xalign_untracked_probe")
-        common.provenance.cache_clear()
         run_info = common.provenance(str(ROOT / "xeroalign.py"))
     finally:
         helper.unlink()
         sys.modules.pop("xalign_untracked_probe", None)
-        common.provenance.cache_clear()
     if run_info["commit"] is None:
         pytest.skip("not a git checkout")
     assert run_info["dirty"] is True and "xalign_untracked_probe.py" in run_info["untracked"]

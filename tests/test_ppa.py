@@ -421,7 +421,7 @@ def test_ppa_ddp_matches_single_process(tmp_path):
     processes hold the same queue. Skipping the gather (each process queues its own keys) fails."""
     train = common.load_split("demo", ROOT / "data/demo", "en", "train")
     texts = [" ".join(e.words) for e in train] + common.load_translations("demo", ROOT / "data/demo", "de", train)
-    model = common.build_tiny(texts, tmp_path / "tiny", 64)
+    model = common.build_tiny(texts, tmp_path / "tiny", 128)  # positions for --max_len 128
     cfg = json.loads((tmp_path / "tiny" / "config.json").read_text())
     cfg.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)  # the two runs draw differently
     (tmp_path / "tiny" / "config.json").write_text(json.dumps(cfg))

@@ -45,9 +45,7 @@ def test_results_record_the_commit_a_run_started_with(tmp_path, monkeypatch):
 
     import common
     import xeroalign
-    common.git_commit.cache_clear()
     real = common.git_commit()[0]
-    common.git_commit.cache_clear()
     load = common.load_task
 
     def moved_on(*a, **k):  # the run has started; now the checkout moves on
@@ -57,7 +55,6 @@ def test_results_record_the_commit_a_run_started_with(tmp_path, monkeypatch):
     monkeypatch.setattr(common, "load_task", moved_on)
     xeroalign.main(["--data", "demo", "--model", "tiny", "--device", "cpu", "--max_steps", "1", "--out_dir", str(tmp_path)])
     monkeypatch.undo()
-    common.git_commit.cache_clear()
     assert json.loads((tmp_path / "results.json").read_text())["commit"] == real != "f" * 40
 
 

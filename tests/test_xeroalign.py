@@ -195,7 +195,7 @@ def test_xeroalign_ddp_matches_single_process(tmp_path):
     helper = str(ROOT / "tests/helpers/ddp_equal.py")
     texts = [js["utt"] for f in (data / "data").iterdir()
              for js in map(json.loads, f.read_text(encoding="utf-8").splitlines())]
-    model = common.build_tiny(texts, tmp_path / "tiny", 64)  # one encoder for both runs
+    model = common.build_tiny(texts, tmp_path / "tiny", 100)  # one encoder, both runs
     r = run(helper, str(tmp_path / "one.pt"), *flags, "--model", model, "--out_dir",
             str(tmp_path / "one"), env=env)
     assert r.returncode == 0, r.stderr[-3000:]
