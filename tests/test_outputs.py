@@ -135,6 +135,8 @@ def test_another_method_file_never_replaces_a_run(tmp_path):
     ("--max_len", "1", "argument --max_len: must be at least 8, got 1"),
     ("--max_len", "2", "argument --max_len: must be at least 8, got 2"),
     ("--lr", "0", "argument --lr: must be positive, got 0"),
+    ("--lr", "nan", "argument --lr: must be positive, got nan"),  # was torch's traceback
+    ("--lr", "inf", "argument --lr: must be positive, got inf"),  # trained with lr nan
     ("--max_steps", "-1", "argument --max_steps: must be at least 0, got -1"),
     ("--limit_train", "-3", "argument --limit_train: must be at least 0, got -3"),
     ("--max_eval", "-1", "argument --max_eval: must be at least 0, got -1"),
