@@ -5,11 +5,11 @@ PAWS-X, XNLI, the STS sets and SQuAD/MLQA; translations of the English training 
 (`translate-train/<lang>.txt` or parallel ids); label encoding, subword alignment and
 dynamic-padding batches (`load_task`, `train_items`, `encode_evals`, `make_loader`). Heads: the
 encoder (a hub name, a local folder, or `tiny`) with a sentence head and a token head
-(`TaskModel`), the joint task loss, the QA head. Metrics: `evaluate` over a dataset, slot F1,
-Pearson/Spearman, MLQA F1/EM. Results: `save_results` (atomic), `check_out_dir` (never replace a
-run made with other settings), and the `log`/`log_metrics` lines. Arguments, seeding, device and
-precision setup, the training loop, model selection and every loss live in the method files:
-they are what each method is.
+(`TaskModel`), the joint task loss, the QA head, the STS bi- and cross-encoder. Metrics:
+`evaluate` over a dataset, slot F1, Pearson/Spearman (`sts_evaluate`), MLQA F1/EM. Results:
+`save_results` (atomic), `check_out_dir` (never replace a run made with other settings), and the
+`log`/`log_metrics` lines. Arguments, seeding, device and precision setup, the training loop, model
+selection and every loss live in the method files: they are what each method is.
 
 Records: an intent/slot example is `Example(id, words, intent, slots)` with BIO slot tags, one per
 word; a sentence-pair example is `Pair(id, a, b, label)`. Bad input raises `DataError` naming the
@@ -810,6 +810,166 @@ def check_parallel(src, tgt):
         if s.key[-k:] != t.key[-k:]:
             raise DataError(f"{t.where}: not parallel with {s.where} ({t.key} vs {s.key}): "
                             "the files are not row-aligned translations of each other")
+
+
+def load_sts_sets(data, data_dir, langs, train_lang="en", limit_train=0, max_eval=0):
+    """(train pairs, {lang: {split: pairs}} for English and every target (sem17-<track>: test
+    only), {target: {"train"|"test": (English set, its row-parallel translation)}}). limit_train: a
+    fixed random subset, the same for every seed; max_eval: a fixed subset of each dev and test set
+    (of parallel sets: the same rows of both)."""
+    DATA_NOTES.clear()  # notes belong to one run
+    train = load_sts(data_dir, train_lang, "train", data)
+    if limit_train and limit_train < len(train):
+        train = [train[i] for i in sorted(np.random.default_rng(0).permutation(len(train))
+                                          [:limit_train])]
+    evals = {x: {s: eval_subset(load_sts(data_dir, x, s, data), max_eval)
+                 for s in (["test"] if x.startswith("sem17-") else ["dev", "test"])}
+             for x in ["en", *langs]}
+    parallel = {x: {} for x in langs if not x.startswith("sem17-")}
+    for x, s in ((x, s) for x in parallel for s in ("train", "test")):
+        en, tgt = load_sts(data_dir, "en", s, data), load_sts(data_dir, x, s, data)
+        check_parallel(en, tgt)  # row by row: ids and scores agree
+        n = max_eval if s == "test" else 0
+        parallel[x][s] = (eval_subset(en, n), eval_subset(tgt, n))
+    return train, evals, parallel
+
+
+def sentence_pairs(en, tgt):
+    """Unique (English, target) sentence pairs of two row-parallel STS sets, both columns (a
+    repeated sentence would make retrieval ambiguous)."""
+    seen, out = set(), []  # a set for membership only: the order is the rows'
+    for e, t in zip(en, tgt):
+        for pair in ((e.a, t.a), (e.b, t.b)):
+            if pair[0] not in seen and pair[1] not in seen:
+                seen.update(pair)
+                out.append(pair)
+    return out
+
+
+def cross_lingual_pairs(en, tgt):
+    """Cross-lingual STS pairs of two row-parallel sets: each English row's sentence1, its
+    translated row's sentence2, the English score."""
+    return [StsPair(e.a, t.b, e.score, (), e.where) for e, t in zip(en, tgt)]
+
+
+def sts_batches(tok, pairs, arch, max_len, batch_size, shuffle=False, seed=0, shard=None):
+    """(indices, a, b, score) batches of STS pairs, shuffled (numpy, `seed`) or, for evaluation,
+    sorted by length. arch "bi": a and b tokenized on their own; "cross": a is b, the joint
+    `<s> A </s></s> B </s>`. shard=(rank, world): every world-th pair of the order, as
+    DistributedSampler (equal shares, padded), so a step of batch_size/world each covers one
+    global batch."""
+    order = np.random.default_rng(seed).permutation(len(pairs)) if shuffle else \
+        np.argsort([len(p.a) + len(p.b) for p in pairs], kind="stable")
+    if shard:
+        order = order[list(torch.utils.data.DistributedSampler(
+            range(len(order)), num_replicas=shard[1], rank=shard[0], shuffle=False))]
+    for s in range(0, len(order), batch_size):
+        idx = order[s:s + batch_size]
+        A, B = [pairs[i].a for i in idx], [pairs[i].b for i in idx]
+        score = torch.tensor([pairs[i].score for i in idx])
+        if arch == "cross":
+            joint = tok(A, B, truncation="longest_first", max_length=max_len, padding=True,
+                        return_tensors="pt")
+            yield idx, joint, joint, score
+        else:
+            yield idx, *(tok(x, truncation=True, max_length=max_len, padding=True,
+                             return_tensors="pt") for x in (A, B)), score
+
+
+def correlations(pred, gold):
+    """Spearman and Pearson (percent) of predicted against gold similarity scores, and n."""
+    return {"spearman": spearman(pred, gold), "pearson": pearson(pred, gold), "n": len(gold)}
+
+
+def mean_pool(h_tok, attention_mask):
+    """Sentence embedding: the mean of the states of real tokens, (B, T, d), (B, T) -> (B, d)."""
+    m = attention_mask.unsqueeze(-1).to(h_tok.dtype)
+    return (h_tok * m).sum(1) / m.sum(1).clamp(min=1)
+
+
+class CrossEncoder(nn.Module):
+    """STS head on `<s> A </s></s> B </s>` -> one score: RobertaClassificationHead with one output
+    (dropout, dense, tanh, dropout, linear) on the <s> state, what the GLUE code fine-tunes for
+    STS-B. forward(a, b): a is b, the joint input (sts_batches); returns (B,) scores."""
+
+    def __init__(self, encoder):
+        super().__init__()
+        h = encoder.config.hidden_size
+        self.encoder = encoder
+        if getattr(encoder, "pooler", None) is not None:
+            encoder.pooler = None  # unused (a head on <s>); DDP would wait for its gradients
+        self.head = nn.Sequential(nn.Dropout(0.1), nn.Linear(h, h), nn.Tanh(), nn.Dropout(0.1),
+                                  nn.Linear(h, 1))
+        self.train()
+
+    def forward(self, a, b):
+        h = self.encoder(input_ids=b["input_ids"], attention_mask=b["attention_mask"])
+        return self.head(h.last_hidden_state[:, 0]).squeeze(-1).float()
+
+
+class BiEncoder(nn.Module):
+    """Sentence-BERT: both sentences through the same encoder, mean pooling, cosine similarity.
+    forward(a, b): each sentence's input_ids and attention_mask (B, T); returns (B,) cosines."""
+
+    def __init__(self, encoder):
+        super().__init__()
+        self.encoder = encoder
+        if getattr(encoder, "pooler", None) is not None:
+            encoder.pooler = None  # unused (mean pooling); DDP would wait for its gradients
+        self.train()
+
+    def forward(self, a, b):
+        e = [mean_pool(self.encoder(input_ids=x["input_ids"], attention_mask=x["attention_mask"])
+                       .last_hidden_state, x["attention_mask"]) for x in (a, b)]
+        return F.cosine_similarity(e[0].float(), e[1].float(), dim=-1)
+
+
+@torch.no_grad()
+def embed(encoder, tok, texts, max_len, device, autocast, batch_size=128):
+    """Mean-pooled sentence embeddings (n, d), float32 on the CPU: the texts in batches of similar
+    length through the encoder in eval mode."""
+    was_training = encoder.training
+    encoder.eval()
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # stable: ties in text order
+    out = torch.empty(len(texts), encoder.config.hidden_size)
+    for s in range(0, len(order), batch_size):
+        idx = order[s:s + batch_size]
+        b = tok([texts[i] for i in idx], truncation=True, max_length=max_len, padding=True,
+                return_tensors="pt").to(device)
+        with autocast:
+            h = encoder(input_ids=b["input_ids"], attention_mask=b["attention_mask"])
+        out[idx] = mean_pool(h.last_hidden_state.float(), b["attention_mask"]).cpu()
+    encoder.train(was_training)
+    return out
+
+
+def cached_embedder(encoder, tok, max_len, device, autocast):
+    """texts -> embeddings as `embed`, each distinct sentence embedded once (a fixed encoder)."""
+    cache = {}
+
+    def emb(texts):
+        new = list(dict.fromkeys(t for t in texts if t not in cache))  # first-seen order
+        if new:
+            cache.update(zip(new, embed(encoder, tok, new, max_len, device, autocast)))
+        return torch.stack([cache[t] for t in texts])
+    return emb
+
+
+@torch.no_grad()
+def sts_evaluate(model, tok, pairs, arch, max_len, device, autocast, emb=None):
+    """correlations() of model(a, b)'s scores on STS pairs (batches as sts_batches, eval mode);
+    with `emb` (texts -> embeddings of a fixed bi-encoder) the same cosines from embeddings."""
+    if emb is not None:
+        pred = F.cosine_similarity(emb([p.a for p in pairs]), emb([p.b for p in pairs]), dim=-1)
+        return correlations(pred.numpy(), [p.score for p in pairs])
+    was_training = model.training
+    model.eval()
+    pred = np.empty(len(pairs))
+    for idx, a, b, _ in sts_batches(tok, pairs, arch, max_len, 64):
+        with autocast:
+            pred[idx] = model(a.to(device), b.to(device)).float().cpu().numpy()
+    model.train(was_training)
+    return correlations(pred, [p.score for p in pairs])
 
 
 def read_parallel(paths):

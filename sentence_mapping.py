@@ -11,9 +11,9 @@ Usage:
     python sentence_mapping.py --data demo --model tiny     # the demo: CPU, < 1 min
     torchrun --nproc_per_node 4 sentence_mapping.py --lang ko          # one process per GPU
 
-The method: embed row-parallel sentences, English S_A and translations S_B (n, d, the mean of
-the last layer), and fit a d x d map from one space to the other, three ways (section II.C):
-the normal equation, orthogonal Procrustes and a linear net. One run:
+The method: embed row-parallel sentences, English S_A and translations S_B (n, d, the mean of the
+last layer), and fit a d x d map between the spaces three ways (section II.C): the normal
+equation, orthogonal Procrustes and a linear net. One run:
   1. STS fine-tuning on --train_lang's train set: --arch bi, a siamese bi-encoder whose cosine
      is regressed onto score/5 (Sentence-BERT); cross, `A </s></s> B` and a regression head (the
      paper's GLUE run); none, no fine-tuning.
@@ -34,22 +34,22 @@ What the paper says and what we do:
   5. Not stated: which embeddings Table IV maps (ours: the evaluated encoder's) and which pairs
      fit the maps (ours: train; measured on test).
   6. The paper fine-tunes a cross-encoder only; --arch bi (default) is added: maps need embeddings.
-  7. Optimisation: the paper's RAdam, lr 4e-5, warm-up over 10% of the steps, 4 epochs, batch 32;
-     as the GLUE script, linear decay to 0 and clipping at 1.0. Reported: the last epoch, or the
-     best dev Spearman (--select_on en|target).
+  7. Optimisation: the paper's RAdam, lr 4e-5, 10% warm-up, 4 epochs, batch 32; the GLUE script's
+     linear decay to 0, clipping at 1.0. Reported: the last epoch or the best dev Spearman
+     (--select_on en|target).
   8. Processes: under torchrun each global batch is split over the processes (a step sees the
      pairs one process would) and DDP averages the gradients; maps and evaluation: rank 0.
   9. Precision: not stated (GLUE script: fp32). Ours: --dtype auto = bf16 autocast on GPUs that
      have it, else fp16 with a GradScaler on a GPU, fp32 on the CPU; maps fitted in fp32/fp64.
- 10. Reruns with the same seed, flags and --threads repeat every number bit for bit on the CPU,
-     except with --model tiny on data as large as STS-B: its tokenizer, trained by the tokenizers
-     library's unigram trainer (common.build_tiny), differs between processes there (piece scores
-     by up to 1e-3, ~1% of sentences split otherwise), which moves scores in the fourth digit.
+ 10. Same seed, flags and --threads: every number repeats bit for bit on the CPU, except --model
+     tiny on data as large as STS-B, whose unigram tokenizer (common.build_tiny) differs between
+     processes (piece scores by up to 1e-3, ~1% of sentences split otherwise): the 4th digit moves.
 
 Shapes: n sentences, d hidden size, B batch, T subwords.
 """
 import argparse
 import contextlib
+import functools
 import math
 import os
 import random
@@ -93,10 +93,9 @@ def parse_args(argv=None):
         epilog=f"defaults per --data (the paper's, section III.A):\n{table}")
     add, per_data = p.add_argument, "(default: per --data, below)"
     # --- run (the same flags in every method file)
-    add("--data", choices=list(PAPER), default="sts", help="dataset: sts, or STS pairs made from "
-        "the embedded demo (default: sts)")
-    add("--lang", default="de", help="target language(s): ko, ko,de,es or sem17-<track> "
-        "(default: de)")
+    add("--data", choices=list(PAPER), default="sts", help="sts, or demo: STS pairs of the "
+        "embedded demo's utterances (default: sts)")
+    add("--lang", default="de", help="target language(s): ko,de,es or sem17-<track> (default: de)")
     add("--model", default="xlm-roberta-large", help="HF hub name or local folder; tiny builds a "
         "small random encoder and tokenizer on the data, offline (default: xlm-roberta-large)")
     add("--data_dir", help="dataset folder in its official layout (default: data/<data>)")
@@ -114,8 +113,7 @@ def parse_args(argv=None):
     add("--threads", type=at_least(0), default=0, help="CPU threads of torch (default: 0, torch's)")
     add("--out_dir", help="where results.json goes (default: runs/sentence_mapping/<arch>/<data>-"
         "<lang>-<train_lang>-<model>-s<seed>[-steps<N>][-n<limit_train>])")
-    add("--overwrite", action="store_true", help="replace a results.json made by another script, "
-        "other code or other settings")
+    add("--overwrite", action="store_true", help="replace a results.json of other code or settings")
     add("--max_steps", type=at_least(0), default=0, help="stop after N steps (default: 0, no cap)")
     add("--limit_train", type=at_least(0), default=0, help="train on a fixed random subset of N "
         "pairs, the same for every seed and method (default: 0, all)")
@@ -142,7 +140,13 @@ def parse_args(argv=None):
     return args
 
 
-# ---------------------------------------------------------------------------- the three maps
+# ---------------------------------------------------------------------------- STS loss, three maps
+
+def sts_loss(pred, score, arch):
+    """MSE regression, L = 1/B sum_i (pred_i - y_i)^2: the cross-encoder predicts y = the 0-5 score
+    (GLUE STS-B), the bi-encoder's cosine y = score / 5 (Sentence-BERT's CosineSimilarityLoss)."""
+    return F.mse_loss(pred, score if arch == "cross" else score / 5.0)
+
 
 def normal_equation(S_A, S_B, ridge=0.0):
     """Least-squares map Phi with S_A Phi ~ S_B (section II.C, the normal equation):
@@ -205,173 +209,13 @@ def alignment_quality(M, T):
             "retrieval_tgt2src": 100.0 * (sim.argmax(0) == gold).float().mean().item(), "n": len(M)}
 
 
-# ---------------------------------------------------------------------------- STS models
-
-def mean_pool(h_tok, attention_mask):
-    """The paper's sentence embedding: the mean of the last layer's states over real tokens,
-    (B, T, d), (B, T) -> (B, d)."""
-    m = attention_mask.unsqueeze(-1).to(h_tok.dtype)
-    return (h_tok * m).sum(1) / m.sum(1).clamp(min=1)
-
-
-@torch.no_grad()
-def embed(encoder, tok, texts, max_len, device, autocast, batch_size=128):
-    """Mean-pooled embeddings (n, d), float32 on the CPU, in batches of similar length."""
-    was_training = encoder.training
-    encoder.eval()
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # stable: ties in text order
-    out = torch.empty(len(texts), encoder.config.hidden_size)
-    for s in range(0, len(order), batch_size):
-        idx = order[s:s + batch_size]
-        b = tok([texts[i] for i in idx], truncation=True, max_length=max_len, padding=True,
-                return_tensors="pt").to(device)
-        with autocast:
-            h = encoder(input_ids=b["input_ids"], attention_mask=b["attention_mask"])
-        out[idx] = mean_pool(h.last_hidden_state.float(), b["attention_mask"]).cpu()
-    encoder.train(was_training)
-    return out
-
-
-def cached_embedder(encoder, tok, max_len, device, autocast):
-    """texts -> embeddings as `embed`, each distinct sentence embedded once (a fixed encoder)."""
-    cache = {}
-
-    def emb(texts):
-        new = list(dict.fromkeys(t for t in texts if t not in cache))  # first-seen order
-        if new:
-            cache.update(zip(new, embed(encoder, tok, new, max_len, device, autocast)))
-        return torch.stack([cache[t] for t in texts])
-    return emb
-
-
-class CrossEncoder(nn.Module):
-    """`<s> A </s></s> B </s>` -> one score: RobertaClassificationHead with one output (dropout,
-    dense, tanh, dropout, linear) on the <s> state, what the GLUE code fine-tunes for STS-B."""
-
-    def __init__(self, encoder):
-        super().__init__()
-        h = encoder.config.hidden_size
-        self.encoder = encoder
-        self.head = nn.Sequential(nn.Dropout(0.1), nn.Linear(h, h), nn.Tanh(), nn.Dropout(0.1),
-                                  nn.Linear(h, 1))
-        self.train()
-
-    def forward(self, a, b):  # a is b: the joint input
-        h = self.encoder(input_ids=b["input_ids"], attention_mask=b["attention_mask"])
-        return self.head(h.last_hidden_state[:, 0]).squeeze(-1).float()
-
-
-class BiEncoder(nn.Module):
-    """Sentence-BERT: both sentences through the same encoder, mean pooling, cosine similarity."""
-
-    def __init__(self, encoder):
-        super().__init__()
-        self.encoder = encoder
-        self.train()
-
-    def forward(self, a, b):
-        e = [mean_pool(self.encoder(input_ids=x["input_ids"], attention_mask=x["attention_mask"])
-                       .last_hidden_state, x["attention_mask"]) for x in (a, b)]
-        return F.cosine_similarity(e[0].float(), e[1].float(), dim=-1)
-
-
-def sts_loss(pred, score, arch):
-    """MSE regression, L = 1/B sum_i (pred_i - y_i)^2: the cross-encoder predicts y = the 0-5 score
-    (GLUE STS-B), the bi-encoder's cosine y = score / 5 (Sentence-BERT's CosineSimilarityLoss)."""
-    return F.mse_loss(pred, score if arch == "cross" else score / 5.0)
-
-
-def batches(tok, pairs, arch, max_len, batch_size, shuffle=False, seed=0, shard=None):
-    """(indices, a, b, score) batches, shuffled or (evaluation) by length; cross: a is b, the
-    joint input. shard=(rank, world): every world-th pair of the order (DistributedSampler)."""
-    order = np.random.default_rng(seed).permutation(len(pairs)) if shuffle else \
-        np.argsort([len(p.a) + len(p.b) for p in pairs], kind="stable")
-    if shard:  # equal shares (padded): with batch_size/world each, a step covers one global batch
-        order = order[list(torch.utils.data.DistributedSampler(
-            range(len(order)), num_replicas=shard[1], rank=shard[0], shuffle=False))]
-    for s in range(0, len(order), batch_size):
-        idx = order[s:s + batch_size]
-        A, B = [pairs[i].a for i in idx], [pairs[i].b for i in idx]
-        score = torch.tensor([pairs[i].score for i in idx])
-        if arch == "cross":
-            joint = tok(A, B, truncation="longest_first", max_length=max_len, padding=True,
-                        return_tensors="pt")
-            yield idx, joint, joint, score
-        else:
-            yield idx, *(tok(x, truncation=True, max_length=max_len, padding=True,
-                             return_tensors="pt") for x in (A, B)), score
-
-
-def correlations(pred, gold):
-    """Spearman and Pearson (percent) of predicted against gold similarity scores."""
-    return {"spearman": common.spearman(pred, gold), "pearson": common.pearson(pred, gold),
-            "n": len(gold)}
-
-
-@torch.no_grad()
-def sts_eval(model, tok, pairs, arch, max_len, device, autocast, emb=None):
-    """correlations() of the model's scores; `emb` (texts -> embeddings, a fixed bi-encoder) gives
-    the same cosines from cached embeddings."""
-    if emb is not None:
-        pred = F.cosine_similarity(emb([p.a for p in pairs]), emb([p.b for p in pairs]), dim=-1)
-        return correlations(pred.numpy(), [p.score for p in pairs])
-    was_training = model.training
-    model.eval()
-    pred = np.empty(len(pairs))
-    for idx, a, b, _ in batches(tok, pairs, arch, max_len, 64):
-        with autocast:
-            pred[idx] = model(a.to(device), b.to(device)).float().cpu().numpy()
-    model.train(was_training)
-    return correlations(pred, [p.score for p in pairs])
-
-
-# ---------------------------------------------------------------------------- data, maps measured
-
-def load_sts_sets(data, data_dir, langs, train_lang="en", limit_train=0, max_eval=0):
-    """(train pairs, {lang: {split: pairs}} for English and every target (sem17-<track>: test
-    only), {target: {"train"|"test": (English set, its row-parallel translation)}}). max_eval: a
-    fixed subset of each dev and test set (of parallel sets: the same rows of both)."""
-    train = common.load_sts(data_dir, train_lang, "train", data)
-    if limit_train and limit_train < len(train):  # a fixed subset, the same for every seed
-        train = [train[i] for i in sorted(np.random.default_rng(0).permutation(len(train))
-                                          [:limit_train])]
-    evals = {x: {s: common.eval_subset(common.load_sts(data_dir, x, s, data), max_eval)
-                 for s in (["test"] if x.startswith("sem17-") else ["dev", "test"])}
-             for x in ["en", *langs]}
-    parallel = {x: {} for x in langs if not x.startswith("sem17-")}
-    for x, s in ((x, s) for x in parallel for s in ("train", "test")):
-        en, tgt = common.load_sts(data_dir, "en", s, data), common.load_sts(data_dir, x, s, data)
-        common.check_parallel(en, tgt)  # row by row: ids and scores agree
-        n = max_eval if s == "test" else 0
-        parallel[x][s] = (common.eval_subset(en, n), common.eval_subset(tgt, n))
-    return train, evals, parallel
-
-
-def sentence_pairs(en, tgt):
-    """Unique (English, target) sentence pairs of two row-parallel STS sets, both columns (a
-    repeated sentence would make retrieval ambiguous)."""
-    seen, out = set(), []  # a set for membership only: the order is the rows'
-    for e, t in zip(en, tgt):
-        for pair in ((e.a, t.a), (e.b, t.b)):
-            if pair[0] not in seen and pair[1] not in seen:
-                seen.update(pair)
-                out.append(pair)
-    return out
-
-
-def cross_lingual_pairs(en, tgt):
-    """Table IV's pairs: each English row's sentence1, its translated row's sentence2, the score."""
-    return [common.StsPair(e.a, t.b, e.score, (), e.where) for e, t in zip(en, tgt)]
-
-
 def evaluate_mappings(parallel, emb, ridge=0.0, map_epochs=100, map_lr=0.5, seed=0):
-    """Per target of `parallel`: the three maps, English -> target, fitted on the train split's
-    sentence pairs and measured on the test split's (alignment_quality); Table IV's cross-lingual
-    STS unmapped and after each map. emb: texts -> (n, d). Returns ({lang: measures}, {lang:
-    {map: correlations}})."""
+    """Per target of `parallel` (common.load_sts_sets): the three maps English -> target, fitted
+    on the train split's sentence pairs and measured on the test split's (alignment_quality); Table
+    IV's STS unmapped and mapped. emb: texts -> (n, d). Returns (mapping, cross_lingual) by lang."""
     mapping, cross_lingual = {}, {}
     for x, split in parallel.items():
-        fit, held = sentence_pairs(*split["train"]), sentence_pairs(*split["test"])
+        fit, held = common.sentence_pairs(*split["train"]), common.sentence_pairs(*split["test"])
         fit_s, fit_t = emb([p[0] for p in fit]), emb([p[1] for p in fit])
         held_s, held_t = emb([p[0] for p in held]), emb([p[1] for p in held])
         W = {"normal_equation": normal_equation(fit_s, fit_t, ridge),
@@ -383,11 +227,12 @@ def evaluate_mappings(parallel, emb, ridge=0.0, map_epochs=100, map_lr=0.5, seed
                    " | ".join(f"{k} cos {v['cosine']:.4f} R@1 {v['retrieval_src2tgt']:.1f}/"
                               f"{v['retrieval_tgt2src']:.1f}" for k, v in m.items()
                               if k != "fit_pairs"))
-        xl = cross_lingual_pairs(*split["test"])  # cos(sentence1 in English, sentence2 in x)
+        xl = common.cross_lingual_pairs(*split["test"])  # cos(sentence1 English, sentence2 x)
         ea, eb = emb([p.a for p in xl]), emb([p.b for p in xl])
         mapped = {"unmapped": ea, **{k: ea @ w for k, w in W.items()}}  # English side mapped
-        cross_lingual[x] = {k: correlations(F.cosine_similarity(a, eb, dim=-1).numpy(),
-                                            [p.score for p in xl]) for k, a in mapped.items()}
+        cross_lingual[x] = {k: common.correlations(F.cosine_similarity(a, eb, dim=-1).numpy(),
+                                                   [p.score for p in xl])
+                            for k, a in mapped.items()}
     return mapping, cross_lingual
 
 
@@ -404,7 +249,6 @@ def main(argv=None):
     arch = "bi" if args.arch == "none" else args.arch  # none: the pretrained encoder as bi
     watch = [] if args.select_on == "last" else [args.train_lang] if args.select_on == "en" else \
         [x for x in langs if not x.startswith("sem17-")] or ["en"]  # whose dev picks the epoch
-
     # setup: one process per GPU under torchrun (WORLD_SIZE set), else one process
     world = int(os.environ.get("WORLD_SIZE", "1"))
     ddp = world > 1
@@ -416,32 +260,30 @@ def main(argv=None):
         raise SystemExit(f"error: --batch_size {args.batch_size}: not divisible by {world} "
                          "processes")
     if ddp:
-        if not dist.is_initialized():
+        if not dist.is_initialized():  # (already started when a test runs several mains at once)
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
         if device.type == "cuda":
             device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
             torch.cuda.set_device(device)
-    main_rank = not ddp or dist.get_rank() == 0  # only rank 0 evaluates, maps and writes
+    main_rank = not ddp or dist.get_rank() == 0  # only rank 0 evaluates, maps and writes results
     if args.threads:
         torch.set_num_threads(args.threads)
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
-    # precision (dev. 9): bf16 has fp32's range, so it needs no loss scaling; fp16 does
+    # precision (dev. 9): bf16 has fp32's range, so it needs no loss scaling; fp16 does (GradScaler)
     dtype = args.dtype if args.dtype != "auto" else "float32" if device.type != "cuda" else \
         "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
     autocast = contextlib.nullcontext() if dtype == "float32" else \
         torch.autocast(device.type, dtype=getattr(torch, dtype))
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == "float16")  # off: a no-op
-    common.check_out_dir(settings, __file__)  # before loading: a bad --out_dir fails now
+    common.check_out_dir(settings, __file__)  # before loading: a bad --out_dir fails now, not later
     common.log(f"{method} | device {device} | dtype {dtype} | processes {world}\nargs {settings}")
     t_start = time.time()
-
-    # data: STS train/dev/test sets, each target's row-parallel splits with English, the encoder
-    common.DATA_NOTES.clear()  # notes belong to one run
+    # data: STS train/dev/test sets, each target's row-parallel train/test with English, the encoder
     try:
-        train, evals, parallel = load_sts_sets(args.data, data_dir, langs, args.train_lang,
-                                               args.limit_train, args.max_eval)
+        train, evals, parallel = common.load_sts_sets(args.data, data_dir, langs, args.train_lang,
+                                                      args.limit_train, args.max_eval)
         texts = [s for ps in [train, *(ps for d in evals.values() for ps in d.values())]
                  for p in ps for s in (p.a, p.b)]
         enc, tok = common.load_encoder(args.model, texts, out_dir, args.max_len)
@@ -451,11 +293,8 @@ def main(argv=None):
         common.log(f"data note: {note}")
     common.log(f"train {len(train)} {args.train_lang} STS pairs | eval " + ", ".join(
         f"{x} {'/'.join(str(len(v)) for v in d.values())}" for x, d in evals.items()))
-    if getattr(enc, "pooler", None) is not None:
-        enc.pooler = None  # unused (mean pooling, or a head on <s>); DDP would wait for its grads
-
     # the STS model; RAdam, linear warm-up over 10% of the steps, decay to 0 (dev. 7)
-    model = (CrossEncoder(enc) if arch == "cross" else BiEncoder(enc)).to(device)
+    model = (common.CrossEncoder(enc) if arch == "cross" else common.BiEncoder(enc)).to(device)
     net = model if not ddp else torch.nn.parallel.DistributedDataParallel(
         model, device_ids=[device] if device.type == "cuda" else None)  # averages the gradients
     opt = torch.optim.RAdam(model.parameters(), lr=args.lr, weight_decay=0.0)
@@ -465,7 +304,8 @@ def main(argv=None):
     warm = max(1, int(0.1 * total))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: s / warm if s < warm else
                                               max(0.0, (total - s) / max(1, total - warm)))
-
+    sts_eval = functools.partial(common.sts_evaluate, model, tok, arch=arch, max_len=args.max_len,
+                                 device=device, autocast=autocast)  # pairs -> Spearman, Pearson, n
     # 1. STS fine-tuning. A batch (idx, a, b, score): bi: a and b hold sentence1 and sentence2,
     # tokenized on their own (input_ids, attention_mask (B, T), padded to the batch's longest);
     # cross: a is b, the joint `<s> A </s></s> B </s>`. score (B,): gold similarity 0-5. Each
@@ -473,11 +313,12 @@ def main(argv=None):
     # scores: the cosine of the mean-pooled embeddings (bi) or the regression head's (cross).
     history, best = [], None  # best: (dev score, epoch, weights on the CPU)
     step, skipped, t_train = 0, 0, 0.0
-    shard = (dist.get_rank(), world) if ddp else None
+    shard = (dist.get_rank(), world) if ddp else None  # each process reads its own 1/world
     for epoch in range(1, epochs + 1):
         t0, losses = time.time(), []
-        for _, a, b, score in batches(tok, train, arch, args.max_len, args.batch_size // world,
-                                      True, args.seed + epoch, shard):
+        for _, a, b, score in common.sts_batches(tok, train, arch, args.max_len,
+                                                 args.batch_size // world, True,
+                                                 args.seed + epoch, shard):
             # ---- Sentence mapping: the STS regression (Table I) that shapes the embeddings
             with autocast:
                 pred = net(a.to(device), b.to(device))
@@ -492,8 +333,8 @@ def main(argv=None):
             scale = scaler.get_scale()
             scaler.step(opt)  # fp16: skipped when a gradient overflowed
             scaler.update()
-            skipped += scaler.is_enabled() and scaler.get_scale() < scale  # the scale fell
-            sched.step()
+            skipped += scaler.is_enabled() and scaler.get_scale() < scale  # the scale fell: skipped
+            sched.step()  # also after a skipped fp16 step: the schedule keeps its length
             step += 1
             losses.append(loss.item())
             if step % args.log_every == 0 or step == total:
@@ -509,8 +350,7 @@ def main(argv=None):
         if ddp:  # the epoch's loss over every process's pairs, not rank 0's alone
             dist.all_reduce(sums)
         if main_rank:
-            dev = {x: sts_eval(model, tok, evals[x]["dev"], arch, args.max_len, device, autocast)
-                   for x in dict.fromkeys([args.train_lang, *watch])}
+            dev = {x: sts_eval(evals[x]["dev"]) for x in dict.fromkeys([args.train_lang, *watch])}
             history.append({"epoch": epoch, "train_loss": (sums[0] / sums[1]).item(), "dev": dev})
             common.log_metrics(f"epoch {epoch} dev", dev)
             score = np.mean([dev[x]["spearman"] for x in watch]) if watch else None
@@ -521,23 +361,21 @@ def main(argv=None):
             dist.barrier()
         if step >= total:
             break
-
-    result = None
+    # the reported model: zero-shot STS, the maps, cross-lingual STS, results.json
+    res = None
     if main_rank:
         if best is not None:
             common.log(f"restoring epoch {best[1]} (best {args.select_on} dev {best[0]:.2f})")
             model.load_state_dict(best[2])
-        # 2. zero-shot STS; the encoder is fixed now: a bi-encoder's cosines come from embeddings
-        # computed once per distinct sentence
-        emb = None if arch == "cross" else cached_embedder(enc, tok, args.max_len, device, autocast)
-        metrics = {x: {s: sts_eval(model, tok, ps, arch, args.max_len, device, autocast, emb)
-                       for s, ps in d.items()} for x, d in evals.items()}
+        # 2. zero-shot STS; the encoder is fixed now: a bi-encoder embeds each sentence once
+        emb = None if arch == "cross" else common.cached_embedder(enc, tok, args.max_len, device,
+                                                                  autocast)
+        metrics = {x: {s: sts_eval(ps, emb=emb) for s, ps in d.items()} for x, d in evals.items()}
         common.log_metrics("final sts", metrics)
         # ---- Sentence mapping: 3-4. the maps and cross-lingual STS (Table IV)
         if arch == "cross":  # the cross-encoder scores the mixed-language pairs itself
             mapping, cross_lingual = {}, {x: {"cross_encoder": sts_eval(
-                model, tok, cross_lingual_pairs(*sp["test"]), arch, args.max_len, device,
-                autocast)} for x, sp in parallel.items()}
+                common.cross_lingual_pairs(*sp["test"]))} for x, sp in parallel.items()}
         else:
             mapping, cross_lingual = evaluate_mappings(parallel, emb, args.ridge, args.map_epochs,
                                                        args.map_lr, args.seed)
@@ -546,18 +384,16 @@ def main(argv=None):
                            {f"en-{x}": m for x, m in cross_lingual.items()})
         path = common.save_results(
             out_dir, method, settings, metrics, __file__, mapping=mapping,
-            cross_lingual=cross_lingual, history=history, steps=step, world_size=world,
-            selected_epoch=best[1] if best else len(history), dtype=dtype,
-            skipped_steps=int(skipped),
+            cross_lingual=cross_lingual, history=history, steps=step, world_size=world, dtype=dtype,
+            skipped_steps=int(skipped), selected_epoch=best[1] if best else len(history),
             train_pairs_per_s=step * args.batch_size / max(t_train, 1e-9),
             wall_s=time.time() - t_start, peak_memory_mb=common.peak_memory_mb(device))
         common.log(f"wrote {path}")
-        result = {"metrics": metrics, "mapping": mapping, "cross_lingual": cross_lingual,
-                  "history": history}
+        res = dict(metrics=metrics, mapping=mapping, cross_lingual=cross_lingual, history=history)
     if ddp:
         dist.barrier()
         dist.destroy_process_group()
-    return result
+    return res
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
-"""sentence_mapping.py: the three mappings, pooling, alignment measures, STS metrics and loaders, and
-end-to-end runs on the STS fixtures (tests/fixtures/sts: sentences written for the tests)."""
+"""sentence_mapping.py: the three mappings and alignment measures; common.py's STS pieces (pooling,
+metrics, loaders, pairs, batches); end-to-end runs on the STS fixtures (tests/fixtures/sts:
+sentences written for the tests)."""
 import json
 import os
 import shutil
@@ -53,7 +54,7 @@ def test_fit_linear_approaches_least_squares():
 def test_mean_pool_ignores_padding():
     h = torch.randn(1, 3, 4)
     padded = torch.cat([h, 100 * torch.randn(1, 2, 4)], dim=1)  # two padding positions with large states
-    got = sm.mean_pool(padded, torch.tensor([[1, 1, 1, 0, 0]]))
+    got = common.mean_pool(padded, torch.tensor([[1, 1, 1, 0, 0]]))
     assert torch.allclose(got, h.mean(1), atol=1e-6)
 
 
@@ -123,6 +124,55 @@ def test_read_parallel_both_layouts_agree(tmp_path):
         common.read_parallel([FIX / "sts" / "bitext.en", tmp_path / "b.de"])
 
 
+def test_load_sts_sets_splits_and_a_fixed_train_subset():
+    train, evals, parallel = common.load_sts_sets("sts", FIX / "sts", ["ko", "sem17-track5"])
+    assert len(train) == 10 and set(evals) == {"en", "ko", "sem17-track5"}
+    assert set(evals["en"]) == {"dev", "test"} and set(evals["sem17-track5"]) == {"test"}
+    assert set(parallel) == {"ko"} and set(parallel["ko"]) == {"train", "test"}  # SemEval: no rows
+    en, ko = parallel["ko"]["train"]
+    assert [p.score for p in en] == [p.score for p in ko] and en[0].a == train[0].a
+    sub = [common.load_sts_sets("sts", FIX / "sts", [], limit_train=4)[0] for _ in range(2)]
+    assert len(sub[0]) == 4 and sub[0] == sub[1]  # a fixed subset, in file order
+    assert [train.index(p) for p in sub[0]] == sorted(train.index(p) for p in sub[0])
+
+
+def test_sentence_pairs_are_unique_and_cross_lingual_pairs_mix_the_languages():
+    P = common.StsPair
+    en = [P("a", "b", 1.0, (), "en:1"), P("a", "c", 2.0, (), "en:2"), P("d", "b", 3.0, (), "en:3")]
+    de = [P("A", "B", 1.0, (), "de:1"), P("A", "C", 2.0, (), "de:2"), P("D", "B", 3.0, (), "de:3")]
+    assert common.sentence_pairs(en, de) == [("a", "A"), ("b", "B"), ("c", "C"), ("d", "D")]
+    xl = common.cross_lingual_pairs(en, de)
+    assert [(p.a, p.b, p.score, p.where) for p in xl] == [("a", "B", 1.0, "en:1"),
+                                                          ("a", "C", 2.0, "en:2"),
+                                                          ("d", "B", 3.0, "en:3")]
+
+
+def test_sts_batches_order_shards_and_inputs(tmp_path):
+    pairs = common.load_sts(FIX / "sts", "en", "train")
+    tok = common.load_encoder(common.build_tiny([s for p in pairs for s in (p.a, p.b)], tmp_path / "t", 64))[1]
+    ev = list(common.sts_batches(tok, pairs, "bi", 64, 4))
+    idx = np.concatenate([b[0] for b in ev])
+    lengths = [len(pairs[i].a) + len(pairs[i].b) for i in idx]
+    assert sorted(idx) == list(range(10)) and lengths == sorted(lengths)  # evaluation: by length
+    _, a, b, score = ev[0]
+    assert a["input_ids"].shape[0] == b["input_ids"].shape[0] == len(score) == 4
+    assert score.tolist() == pytest.approx([pairs[i].score for i in ev[0][0]])
+    _, a, b, _ = next(common.sts_batches(tok, pairs, "cross", 64, 4))
+    assert a is b and (a["input_ids"] == tok.sep_token_id).sum(1).min() >= 2  # <s> A </s></s> B </s>
+    one = np.concatenate([b[0] for b in common.sts_batches(tok, pairs, "bi", 64, 4, True, 7)])
+    assert sorted(one) == list(range(10)) and list(one) == list(np.random.default_rng(7).permutation(10))
+    shards = [np.concatenate([b[0] for b in common.sts_batches(tok, pairs, "bi", 64, 2, True, 7, (r, 2))])
+              for r in (0, 1)]
+    assert sorted(np.concatenate(shards)) == list(range(10))  # the two processes share every pair
+    assert list(shards[0]) == list(one[0::2]) and list(shards[1]) == list(one[1::2])
+
+
+def test_correlations_of_scores():
+    c = common.correlations([0.1, 0.4, 0.3, 0.9], [1.0, 3.0, 2.0, 5.0])
+    assert c["spearman"] == pytest.approx(100.0) and c["n"] == 4
+    assert c["pearson"] == pytest.approx(common.pearson([0.1, 0.4, 0.3, 0.9], [1.0, 3.0, 2.0, 5.0]))
+
+
 @pytest.mark.skipif(not SHARED_STS.is_dir(), reason="../shared/data/sts is not beside the repo")
 def test_real_stsb_and_korsts_are_row_parallel():
     for split, n in (("train", 5749), ("dev", 1500), ("test", 1379)):
@@ -151,12 +201,12 @@ def test_bi_encoder_end_to_end(tmp_path):
         assert set(res["cross_lingual"][x]) == {"unmapped", *sm.MAPPINGS}
     # the cached-embedding shortcut used after training gives the bi-encoder's own scores
     enc, tok = common.load_encoder(str(tmp_path / "tiny_model"))
-    model, args = sm.BiEncoder(enc), sm.parse_args(RUN)
+    model, args = common.BiEncoder(enc), sm.parse_args(RUN)
     pairs = common.load_sts(FIX / "sts", "ko", "test")
-    emb = lambda texts: sm.embed(enc, tok, texts, 128, torch.device("cpu"), torch.autocast("cpu", enabled=False))  # noqa: E731
-    direct = sm.sts_eval(model, tok, pairs, "bi", args.max_len, torch.device("cpu"),
-                         torch.autocast("cpu", enabled=False))
-    assert sm.sts_eval(model, tok, pairs, "bi", args.max_len, None, None, emb) == pytest.approx(direct)
+    emb = lambda texts: common.embed(enc, tok, texts, 128, torch.device("cpu"), torch.autocast("cpu", enabled=False))  # noqa: E731
+    direct = common.sts_evaluate(model, tok, pairs, "bi", args.max_len, torch.device("cpu"),
+                                 torch.autocast("cpu", enabled=False))
+    assert common.sts_evaluate(model, tok, pairs, "bi", args.max_len, None, None, emb) == pytest.approx(direct)
 
 
 def test_cross_encoder_end_to_end(tmp_path):
@@ -216,7 +266,7 @@ def test_max_eval_subsets_every_dev_and_test_set_and_the_parallel_rows(tmp_path)
     out = sm.main([*DEMO, "--max_eval", "7", "--max_steps", "1", "--out_dir", str(tmp_path)])
     assert {m[s]["n"] for m in out["metrics"].values() for s in m} == {7}
     assert {m["n"] for m in out["cross_lingual"]["de"].values()} == {7}
-    _, _, parallel = sm.load_sts_sets("demo", common.DEMO_DIR, ["de"], max_eval=7)
+    _, _, parallel = common.load_sts_sets("demo", common.DEMO_DIR, ["de"], max_eval=7)
     common.check_parallel(*parallel["de"]["test"])  # the same rows of both languages
 
 
