@@ -78,8 +78,8 @@ def at_least(low, kind=int):  # argparse type: a number >= low, or a one-line er
     return parse
 
 
-def positive(text):  # argparse type: a float > 0
-    if float(text) <= 0:
+def positive(text):  # argparse type: a finite float > 0
+    if not 0 < float(text) < float("inf"):  # nan fails every comparison
         raise argparse.ArgumentTypeError(f"must be positive, got {text}")
     return float(text)
 
