@@ -245,6 +245,11 @@ def read_mtod(path):
             if words and cols[0] == "1":
                 raise DataError(f"{path}:{n}: token number 1 inside the utterance that begins at "
                                 f"line {start}: a blank line must end each utterance")
+            if cols[0] != str(len(words) + 1):  # 1, 2, 3, ... within an utterance
+                raise DataError(f"{path}:{n}: token number {cols[0]!r}, expected {len(words) + 1}")
+            if not cols[1].strip():
+                raise DataError(f"{path}:{n}: an empty token (column 2)")
+            _check_tag(cols[3] if cols[3] != "NoLabel" else "O", f"{path}:{n}")
             if intent and cols[2] != intent:
                 raise DataError(f"{path}:{n}: intent {cols[2]!r} differs from {intent!r} of the "
                                 f"utterance that begins at line {start} (a missing blank line?)")
@@ -271,15 +276,27 @@ def _matis_rows(path):
         yield n, cols
 
 
+def _check_tag(tag, where):
+    """A slot tag is O, B-<type> or I-<type>; anything else is an error naming its line."""
+    if tag != "O" and not re.fullmatch(r"[BI]-\S+", tag):
+        raise DataError(f"{where}: slot tag {tag!r} is not O, B-<type> or I-<type>")
+
+
 def read_matis(path):
     """MultiATIS++ tsv with header `id utterance slot_labels intent`. Rows whose token and label
     counts differ (as released, e.g. FR train 75) are skipped and reported in DATA_NOTES."""
     out, bad = [], []
     for n, cols in _matis_rows(path):
         words, tags = cols[1].split(), cols[2].split()  # split(): double spaces make no empty token
+        if cols[0] == "id" and cols[3].strip() == "intent":
+            raise DataError(f"{path}:{n}: the header row again (a file pasted into another?)")
+        if not cols[3].strip():
+            raise DataError(f"{path}:{n}: an empty intent (column 4)")
         if len(words) != len(tags):
             bad.append(n)
             continue
+        for tag in tags:
+            _check_tag(tag, f"{path}:{n}")
         out.append(Example(cols[0], words, cols[3], tags))
     if bad:
         DATA_NOTES.append(f"{path}: skipped {len(bad)} rows whose token and label counts differ "
@@ -335,6 +352,8 @@ def read_massive(path, split):
             seen[key] = n
             if row["partition"] != split:
                 continue
+            if not isinstance(row["intent"], str) or not row["intent"].strip():
+                raise DataError(f"{path}:{n}: intent {row['intent']!r} is not an intent name")
             words, tags = parse_annot_utt(row["annot_utt"], f"{path}:{n}")
             if not words:
                 empty.append(n)
@@ -975,6 +994,11 @@ def sts_evaluate(model, tok, pairs, arch, max_len, device, autocast, emb=None):
 def read_parallel(paths):
     """Parallel sentences [(source, target)]: two line-aligned text files (the OPUS/Moses layout,
     e.g. train.en / train.de) or one tab-separated file of pairs."""
+    if len(paths) > 2:
+        raise DataError(f"{','.join(paths)}: {len(paths)} files; give two line-aligned files "
+                        "(english,other) or one tab-separated file of pairs")
+    if len(paths) == 2 and Path(paths[0]).resolve() == Path(paths[1]).resolve():
+        raise DataError(f"{paths[0]}: named twice; the second file holds the translations")
     if len(paths) == 2:
         a, b = ([line for _, line in _lines(_need_file(p))] for p in paths)
         if len(a) != len(b):
@@ -1822,6 +1846,9 @@ def check_out_dir(args, script, name="results.json"):
         raise SystemExit(f"error: --out_dir {out}: cannot write there "
                          f"({e.strerror or e})") from None
     path = out / name
+    if path.is_dir() or path.is_symlink() and not path.exists():  # nothing could replace it
+        raise SystemExit(f"error: {path}: a folder or a broken link, not a results file; "
+                         "move it away or pass another --out_dir")
     if not path.exists():
         return
     try:

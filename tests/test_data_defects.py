@@ -2,6 +2,7 @@
 naming the file (and line), or a counted note in DATA_NOTES. Files are written per test."""
 import argparse
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -528,3 +529,66 @@ def test_model_load_error_points_to_an_existing_readme_section(tiny_folder, tmp_
     sections = re.findall(r"^#+ (.+)$", readme, re.M)
     named = re.findall(r"README: '([^']+)'", str(e.value))
     assert all(s in sections for s in named), (named, sections)
+
+
+# ---------------------------------------------------------------------------- a damaged-input round
+
+
+MTOD_OK = ("# text: set an alarm\n# intent: alarm/set_alarm\n1\tset\talarm/set_alarm\tNoLabel\n"
+           "2\tan\talarm/set_alarm\tNoLabel\n3\talarm\talarm/set_alarm\tB-datetime\n\n")
+
+
+@pytest.mark.parametrize("row2,message", [
+    ("2\tan\talarm/set_alarm\tQ-weird", "slot tag 'Q-weird' is not O, B-<type> or I-<type>"),
+    ("3\tan\talarm/set_alarm\tNoLabel", "token number '3', expected 2"),
+    ("2\tan\talarm/set_alarm\tNoLabel\n2\tan\talarm/set_alarm\tNoLabel", "token number '2', expected 3"),
+    ("x2\tan\talarm/set_alarm\tNoLabel", "token number 'x2', expected 2"),
+    ("2\t \talarm/set_alarm\tNoLabel", "an empty token (column 2)")])
+def test_mtod_token_rows_are_checked(tmp_path, row2, message):
+    """Each of these was read silently: a made-up tag became a slot type, numbering gaps and
+    repeats passed, an empty token became a word."""
+    lines = MTOD_OK.splitlines()
+    text = "\n".join(lines[:3] + [row2] + lines[4:]) + "\n\n"
+    f = write(tmp_path / "en/train-en.conllu", text)
+    line = 4 + row2.count("\n")  # the row that breaks the rule
+    with pytest.raises(common.DataError, match=f"^{re.escape(str(f))}:{line}: {re.escape(message)}"):
+        common.read_mtod(f)
+
+
+@pytest.mark.parametrize("row,message", [
+    ("id\tutterance\tslot_labels\tintent", "the header row again"),
+    ("3\tshow flights\tO O\t ", "an empty intent (column 4)"),
+    ("3\tshow flights\tO Z\tatis_flight", "slot tag 'Z' is not O, B-<type> or I-<type>")])
+def test_matis_rows_are_checked(tmp_path, row, message):
+    """A repeated header was read as an example (and alignment then blamed the translation file);
+    an empty intent became the class ''; labels outside O/B-/I- became slot types."""
+    f = write(tmp_path / "train_EN.tsv", MATIS_HEADER + "1\thi there\tO O\tatis_x\n" + row + "\n")
+    with pytest.raises(common.DataError, match=f":3: {message[:12]}"):
+        common.read_matis(f)
+
+
+@pytest.mark.parametrize("intent", [None, 7, ""])
+def test_massive_intent_must_be_a_name(tmp_path, intent):
+    """null and 7 were a TypeError traceback from sorting the labels."""
+    f = write(tmp_path / "data/en-US.jsonl", massive_row("1", "alarm_set", "wake me") + "\n"
+              + massive_row("2", intent, "wake me up") + "\n")
+    with pytest.raises(common.DataError, match=rf"en-US\.jsonl:2: intent {intent!r} is not"):
+        common.read_massive(f, "train")
+
+
+def test_parallel_files_named_twice_or_three_are_refused(tmp_path):
+    """X.eng,X.eng aligned English with itself; a,b,c blamed a column count in the first file."""
+    a, b = write(tmp_path / "x.eng", "hello\n"), write(tmp_path / "x.deu", "hallo\n")
+    with pytest.raises(common.DataError, match="named twice"):
+        common.read_parallel([str(a), str(a)])
+    with pytest.raises(common.DataError, match="3 files; give two line-aligned files"):
+        common.read_parallel([str(a), str(b), str(b)])
+    assert common.read_parallel([str(a), str(b)]) == [("hello", "hallo")]
+
+
+def test_results_json_that_is_a_folder_stops_before_training(tmp_path):
+    """With --overwrite it trained, then failed in os.replace: the run was lost."""
+    (tmp_path / "results.json").mkdir()
+    settings = {"out_dir": str(tmp_path), "overwrite": True}
+    with pytest.raises(SystemExit, match="results.json: a folder or a broken link"):
+        common.check_out_dir(settings, common.__file__)
