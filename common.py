@@ -1406,9 +1406,37 @@ def load_data(args, langs, align):
         if None in t:
             DATA_NOTES.append(f"{args.data}/{lang}: {t.count(None)} of {len(t)} English training "
                               "examples have no translation; they get no alignment loss")
+    for lang, t in found.items():
+        mt = Path(args.data_dir) / "translate-train" / f"{lang}.txt"  # .tsv: pairs
+        mt = mt.with_suffix(".tsv") if args.data in PAIR_TASKS else mt
+        _not_english(mt if mt.is_file() else f"{args.data}/{lang} translations", lang,
+                     [(_text(e), x) for e, x in zip(full, t) if x is not None])
     evals = {lang: {s: load_split(args.data, args.data_dir, lang, s) for s in ("dev", "test")}
              for lang in dict.fromkeys(["en", *langs])}
+    for lang in langs if args.data in PAIR_TASKS else ():  # row-parallel in every language
+        for s, xs in evals[lang].items():
+            if lang != "en" and len(xs) == len(evals["en"][s]):
+                _not_english(split_file(args.data, args.data_dir, lang, s), lang,
+                             [(_text(e), _text(x)) for e, x in zip(evals["en"][s], xs)])
     return train, trans, evals
+
+
+def _text(e):
+    """An example's text as translations hold it: the words joined, or the pair's two sentences."""
+    return " ".join(e.words) if isinstance(e, Example) else (e.a, e.b)
+
+
+def _not_english(where, lang, pairs):
+    """(English, `lang`) texts that are mostly identical are English given as `lang`: an error at
+    half or more, a note from 5% (names and numbers are the same in any language: real
+    translations repeat their English under 1%)."""
+    same = sum(tuple(a) == tuple(b) if isinstance(a, tuple) else a == b for a, b in pairs)
+    if pairs and same >= 0.5 * len(pairs):
+        raise DataError(f"{where}: {same} of {len(pairs)} {lang} texts are identical to their "
+                        "English source: English text given as the translation?")
+    if pairs and same >= 0.05 * len(pairs):
+        DATA_NOTES.append(f"{where}: {same} of {len(pairs)} {lang} texts are identical to their "
+                          "English source")
 
 
 def _no_translations(data, data_dir, lang, n, in_full=0):

@@ -592,3 +592,19 @@ def test_results_json_that_is_a_folder_stops_before_training(tmp_path):
     settings = {"out_dir": str(tmp_path), "overwrite": True}
     with pytest.raises(SystemExit, match="results.json: a folder or a broken link"):
         common.check_out_dir(settings, common.__file__)
+
+
+def test_english_given_as_the_translations_is_refused(tmp_path):
+    """translate-train/en.txt copied over de.txt, or XNLI's English dev file over the German one,
+    were read as German."""
+    import shutil
+    shutil.copytree(FIX / "mtod", tmp_path / "mtod")
+    en = common.load_split("mtod", tmp_path / "mtod", "en", "train")
+    write(tmp_path / "mtod/translate-train/de.txt", "".join(" ".join(e.words) + "\n" for e in en))
+    with pytest.raises(common.DataError, match=r"translate-train/de\.txt: \d+ of \d+ de texts are "
+                       "identical to their English source"):
+        common.load_data(run_args("mtod", tmp_path / "mtod"), ["de"], True)
+    shutil.copytree(FIX / "xnli_xtreme", tmp_path / "xnli")
+    (tmp_path / "xnli/dev-de.tsv").write_text((tmp_path / "xnli/dev-en.tsv").read_text())
+    with pytest.raises(common.DataError, match=r"dev-de\.tsv: \d+ of \d+ de texts are identical"):
+        common.load_data(run_args("xnli", tmp_path / "xnli"), ["de"], False)
