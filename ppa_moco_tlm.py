@@ -462,8 +462,9 @@ def align(args, plan, run):
     # elsewhere); the MLM head gives (N selected, V) logits. MoCo's loss rises while acc@1 climbs:
     # the queue starts as random unit vectors, easy negatives, replaced by keys of real sentences,
     # harder ones, while the encoder learns to tell the own key from them.
-    common.log("MoCo: the queue starts as random vectors, easy negatives; as keys of real "
-               "sentences replace them the loss rises, while acc@1 still climbs")
+    common.log("MoCo: acc@1 is the share of queries whose own key outscores every queued key; the "
+               "queue starts as random vectors, easy negatives; as keys of real sentences replace "
+               "them the loss rises, while acc@1 still climbs")
     history, step, skipped, t0 = [], 0, 0, time.time()
     for epoch in range(1, args.epochs + 1):
         rng.shuffle(kept)
@@ -544,7 +545,7 @@ def align(args, plan, run):
         common.log(f"saved the aligned query encoder to {plan['save_dir']} (use --model "
                    f"{plan['save_dir']})")
         path = common.save_results(
-            plan["out_dir"], "ppa_align", plan["settings"], {}, __file__, history=history,
+            plan["out_dir"], plan["method"], plan["settings"], {}, __file__, history=history,
             steps=step, pairs=counts, pairs_kept=len(kept), save_dir=plan["save_dir"],
             world_size=run.world, dtype=run.dtype, skipped_steps=int(skipped),
             wall_s=time.time() - t0, peak_memory_mb=common.peak_memory_mb(run.device))
@@ -641,7 +642,8 @@ def finetune(args, plan, run):
         model = common.QAModel(enc).to(run.device)
     else:
         common.log(f"train {len(groups)} {args.train_lang} examples, {sum(map(len, groups))} "
-                   f"items with translations/code-switching | {len(labels.intents)} classes")
+                   f"items (with --translate_train/--code_switch: its translations and mixes) | "
+                   f"{len(labels.intents)} classes")
         model = common.TaskModel(enc, len(labels.intents), 0, args.cls).to(run.device)
     opt = adamw(model, args.lr, run.device, args.head_lr)
     scaler = torch.amp.GradScaler(run.device.type, enabled=run.dtype == "float16")  # off: no-op

@@ -64,7 +64,7 @@ import torch.nn.functional as F
 
 import common
 
-MAPPINGS = ("normal_equation", "procrustes", "fit_linear")
+MAPPINGS = ("normal_equation", "procrustes", "fit_linear")  # the maps fitted (a new one: add it)
 PAPER = {k: dict(lr=4e-5, epochs=4, max_len=128, batch_size=32) for k in ("sts", "demo")}  # III.A
 
 
@@ -306,19 +306,19 @@ def main(argv=None):
                                               max(0.0, (total - s) / max(1, total - warm)))
     sts_eval = functools.partial(common.sts_evaluate, model, tok, arch=arch, max_len=args.max_len,
                                  device=device, autocast=autocast)  # pairs -> Spearman, Pearson, n
-    # 1. STS fine-tuning. A batch (idx, a, b, score): bi: a and b hold sentence1 and sentence2,
-    # tokenized on their own (input_ids, attention_mask (B, T), padded to the batch's longest);
-    # cross: a is b, the joint `<s> A </s></s> B </s>`. score (B,): gold similarity 0-5. Each
-    # process reads batch_size/world pairs of every global batch (dev. 8). net(a, b) returns (B,)
-    # scores: the cosine of the mean-pooled embeddings (bi) or the regression head's (cross).
+    # 1. STS fine-tuning. A batch (idx: row numbers, a, b, score): bi: a and b hold sentence1 and
+    # sentence2 tokenized on their own (BatchEncodings: input_ids, attention_mask (B, T), padded
+    # to the batch's longest); cross: a is b, `<s> A </s></s> B </s>`. score (B,): gold 0-5. Each
+    # process reads batch_size/world pairs of every global batch (dev. 8). net(a, b): (B,) fp32
+    # cosines of embeddings mean-pooled over non-pad tokens (bi), or the head's scores (cross).
     history, best = [], None  # best: (dev score, epoch, weights on the CPU)
     step, skipped, t_train = 0, 0, 0.0
     shard = (dist.get_rank(), world) if ddp else None  # each process reads its own 1/world
     for epoch in range(1, epochs + 1):
         t0, losses = time.time(), []
         for _, a, b, score in common.sts_batches(tok, train, arch, args.max_len,
-                                                 args.batch_size // world, True,
-                                                 args.seed + epoch, shard):
+                                                 args.batch_size // world, shuffle=True,
+                                                 seed=args.seed + epoch, shard=shard):
             # ---- Sentence mapping: the STS regression (Table I) that shapes the embeddings
             with autocast:
                 pred = net(a.to(device), b.to(device))
