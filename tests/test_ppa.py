@@ -383,9 +383,10 @@ def test_tlm_pairs_carry_segment_ids_for_bert(tmp_path, monkeypatch):
 
 def test_pair_fine_tuning_carries_segment_ids_for_bert(tmp_path, monkeypatch):
     rows = [("the cat sat on the mat", "a cat is on the mat", "1"), ("the dog ran home", "the cat sat down", "0")] * 4
-    for name in ("train-en", "dev-en", "test-en", "dev-de", "test-de"):
-        write(tmp_path / "pawsx" / f"{name}.tsv", "".join(f"{a}\t{b}\t{y}\n" for a, b, y in rows))
-    folder, tok = tiny_bert(tmp_path / "bert", [a + " " + b for a, b, _ in rows])
+    for name in ("train-en", "dev-en", "test-en", "dev-de", "test-de"):  # de: not English's text
+        de = "der " * name.endswith("de")
+        write(tmp_path / "pawsx" / f"{name}.tsv", "".join(f"{de}{a}\t{b}\t{y}\n" for a, b, y in rows))
+    folder, tok = tiny_bert(tmp_path / "bert", ["der " + a + " " + b for a, b, _ in rows])
     calls = spy_bert(monkeypatch)
     ppa.main(["--stage", "finetune", "--data", "pawsx", "--data_dir", str(tmp_path / "pawsx"), "--lang", "de",
               "--model", str(folder), "--device", "cpu", "--batch_size", "4", "--epochs", "1", "--max_len", "64",
