@@ -1430,7 +1430,11 @@ def _not_english(where, lang, pairs):
     """(English, `lang`) texts that are mostly identical are English given as `lang`: an error at
     half or more, a note from 5% (names and numbers are the same in any language: real
     translations repeat their English under 1%)."""
-    same = sum(tuple(a) == tuple(b) if isinstance(a, tuple) else a == b for a, b in pairs)
+    def norm(x):  # spacing and case aside
+        if isinstance(x, (tuple, list)):
+            return tuple(map(norm, x))
+        return " ".join(x.lower().split())
+    same = sum(norm(a) == norm(b) for a, b in pairs)
     if pairs and same >= 0.5 * len(pairs):
         raise DataError(f"{where}: {same} of {len(pairs)} {lang} texts are identical to their "
                         "English source: English text given as the translation?")
@@ -1484,6 +1488,10 @@ def dev_halves(args, langs, align):
         sorted(order[3 * n // 4:])
     if 0 < args.limit_train < len(train_idx):
         train_idx = sorted(random.Random(0).sample(train_idx, args.limit_train))
+    for lang in rows if args.train_lang == "en" else ():
+        if lang != "en":
+            _not_english(split_file(args.data, args.data_dir, lang, "dev"), lang,
+                         [(_text(e), _text(x)) for e, x in zip(rows["en"], rows[lang])])
     train = [rows[args.train_lang][i] for i in train_idx]
     trans = {lang: [(rows[lang][i].a, rows[lang][i].b) for i in train_idx]
              for lang in langs} if align else {}

@@ -608,3 +608,9 @@ def test_english_given_as_the_translations_is_refused(tmp_path):
     (tmp_path / "xnli/dev-de.tsv").write_text((tmp_path / "xnli/dev-en.tsv").read_text())
     with pytest.raises(common.DataError, match=r"dev-de\.tsv: \d+ of \d+ de texts are identical"):
         common.load_data(run_args("xnli", tmp_path / "xnli"), ["de"], False)
+    with pytest.raises(common.DataError, match=r"dev-de\.tsv: \d+ of \d+ de texts are identical"):
+        common.load_data(run_args("xnli", tmp_path / "xnli", dev_halves=True), ["de"], True)
+    en = (tmp_path / "mtod/translate-train/de.txt").read_text().splitlines()  # spacing, case aside
+    write(tmp_path / "mtod/translate-train/de.txt", "".join(x.upper() + " \n" for x in en))
+    with pytest.raises(common.DataError, match="identical to their English source"):
+        common.load_data(run_args("mtod", tmp_path / "mtod"), ["de"], True)
