@@ -1480,6 +1480,10 @@ def dev_halves(args, langs, align):
             raise DataError(f"{args.data_dir}: the {lang} dev set has {len(r)} pairs and the "
                             f"{args.train_lang} one {n}; "
                             "--dev_halves needs row-parallel dev sets")
+    for lang in rows if args.train_lang == "en" else ():
+        if lang != "en":
+            _not_english(split_file(args.data, args.data_dir, lang, "dev"), lang,
+                         [(_text(e), _text(x)) for e, x in zip(rows["en"], rows[lang])])
     if n < 4:  # the dev and test quarters would be empty
         raise DataError(f"{args.data_dir}: the {args.train_lang} dev set has {n} pairs; "
                         "--dev_halves needs at least 4")
@@ -1488,10 +1492,6 @@ def dev_halves(args, langs, align):
         sorted(order[3 * n // 4:])
     if 0 < args.limit_train < len(train_idx):
         train_idx = sorted(random.Random(0).sample(train_idx, args.limit_train))
-    for lang in rows if args.train_lang == "en" else ():
-        if lang != "en":
-            _not_english(split_file(args.data, args.data_dir, lang, "dev"), lang,
-                         [(_text(e), _text(x)) for e, x in zip(rows["en"], rows[lang])])
     train = [rows[args.train_lang][i] for i in train_idx]
     trans = {lang: [(rows[lang][i].a, rows[lang][i].b) for i in train_idx]
              for lang in langs} if align else {}
