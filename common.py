@@ -476,6 +476,9 @@ def load_split(data, data_dir, lang, split):
 
 def _why_empty(data, f, lang, split):
     """What an empty split's file holds instead, for the error message."""
+    skipped = [n[len(f"{f}: "):] for n in DATA_NOTES if n.startswith(f"{f}: ")]
+    if data in ("massive", "demo") and skipped:  # every row of the split was skipped
+        return f" with partition {split!r} that can be used ({skipped[-1]})"
     if data in ("massive", "demo"):
         parts = set()
         for _, line in _lines(f):
@@ -485,7 +488,6 @@ def _why_empty(data, f, lang, split):
     if f.name.startswith("xnli."):
         return (f" for language {lang!r} "
                 f"(languages found: {', '.join(_xnli_languages(f.parent)) or 'none'})")
-    skipped = [n[len(f"{f}: "):] for n in DATA_NOTES if n.startswith(f"{f}: ")]
     return f" ({skipped[-1]})" if skipped else \
         f" (the {lang} {split} split is empty or only a header)"
 

@@ -614,3 +614,13 @@ def test_english_given_as_the_translations_is_refused(tmp_path):
     write(tmp_path / "mtod/translate-train/de.txt", "".join(x.upper() + " \n" for x in en))
     with pytest.raises(common.DataError, match="identical to their English source"):
         common.load_data(run_args("mtod", tmp_path / "mtod"), ["de"], True)
+
+
+def test_a_split_of_empty_utterances_says_so(tmp_path):
+    """'no examples with partition train (partitions found: dev, test, train)' contradicted itself
+    when every train row had an empty utterance."""
+    f = write(tmp_path / "data/de-DE.jsonl", massive_row("1", "a", "", locale="de-DE") + "\n"
+              + massive_row("2", "a", "x", "dev", locale="de-DE") + "\n")
+    with pytest.raises(common.DataError, match=r"no examples with partition 'train' that can be "
+                       r"used \(skipped 1 rows with an empty utterance"):
+        common.load_split("massive", tmp_path, "de", "train")
