@@ -303,10 +303,12 @@ def test_sts_ddp_matches_single_process(tmp_path):
                               tmp_path / "tiny", 128)
     flags = ["--data_dir", str(FIX / "sts"), "--lang", "ko", "--device", "cpu", "--model", model,
              "--batch_size", "4", "--epochs", "1", "--lr", "1e-3", "--map_epochs", "2"]
-    helper = str(ROOT / "tests/helpers/ddp_sts.py")
-    r = run(helper, str(tmp_path / "one.pt"), *flags, "--out_dir", str(tmp_path / "one"))
+    helper = str(ROOT / "tests/helpers/ddp_equal.py")
+    r = run(helper, "sentence_mapping", str(tmp_path / "one.pt"), *flags, "--out_dir",
+            str(tmp_path / "one"))
     assert r.returncode == 0, r.stderr[-3000:]
-    r = run("-m", "torch.distributed.run", "--nproc_per_node", "2", helper, str(tmp_path / "two.pt"),
+    r = run("-m", "torch.distributed.run", "--nproc_per_node", "2", helper, "sentence_mapping",
+            str(tmp_path / "two.pt"),
             *flags, "--out_dir", str(tmp_path / "two"))
     assert r.returncode == 0, r.stderr[-3000:]
     one, two = torch.load(tmp_path / "one.pt"), torch.load(tmp_path / "two.pt")

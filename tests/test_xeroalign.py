@@ -196,10 +196,11 @@ def test_xeroalign_ddp_matches_single_process(tmp_path):
     texts = [js["utt"] for f in (data / "data").iterdir()
              for js in map(json.loads, f.read_text(encoding="utf-8").splitlines())]
     model = common.build_tiny(texts, tmp_path / "tiny", 100)  # one encoder, both runs
-    r = run(helper, str(tmp_path / "one.pt"), *flags, "--model", model, "--out_dir",
+    r = run(helper, "xeroalign", str(tmp_path / "one.pt"), *flags, "--model", model, "--out_dir",
             str(tmp_path / "one"), env=env)
     assert r.returncode == 0, r.stderr[-3000:]
-    r = run("-m", "torch.distributed.run", "--nproc_per_node", "2", helper, str(tmp_path / "two.pt"),
+    r = run("-m", "torch.distributed.run", "--nproc_per_node", "2", helper, "xeroalign",
+            str(tmp_path / "two.pt"),
             *flags, "--model", model, "--out_dir", str(tmp_path / "two"), env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     one, two = torch.load(tmp_path / "one.pt"), torch.load(tmp_path / "two.pt")
