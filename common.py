@@ -1431,7 +1431,8 @@ def _text(e):
 def _not_english(where, lang, pairs):
     """(English, `lang`) texts that are mostly identical are English given as `lang`: an error at
     half or more, a note from 5% (names and numbers are the same in any language: real
-    translations repeat their English under 1%)."""
+    translations repeat their English under 1%). Fewer than half holding `lang`'s letters
+    (SCRIPTS) is a file of another language: an error."""
     def norm(x):  # spacing and case aside
         if isinstance(x, (tuple, list)):
             return tuple(map(norm, x))
@@ -1443,6 +1444,27 @@ def _not_english(where, lang, pairs):
     if pairs and same >= 0.05 * len(pairs):
         DATA_NOTES.append(f"{where}: {same} of {len(pairs)} {lang} texts are identical to their "
                           "English source")
+    base = lang.split("-")[0].split("_")[0].lower()
+    if base in SCRIPTS and pairs:  # a file of another language: Thai given as Spanish, say
+        name, pattern = SCRIPTS[base]
+        texts = [" ".join(b) if isinstance(b, (tuple, list)) else b for _, b in pairs]
+        found = sum(bool(re.search(pattern, t)) for t in texts)
+        if found < 0.5 * len(texts):
+            raise DataError(f"{where}: only {found} of {len(texts)} {lang} texts hold {name} "
+                            f"letters: a file of another language?")
+
+
+# Each language's letters, to catch a file of another language given as `lang` (the Latin ones
+# can only be told from non-Latin scripts: French given as German passes).
+_LATIN = ("Latin", r"[A-Za-z\u00c0-\u024f]")
+SCRIPTS = {**dict.fromkeys(("en", "de", "es", "fr", "pt", "it", "nl", "tr", "vi", "sw", "pl", "id"),
+                           _LATIN),
+           "th": ("Thai", r"[\u0e00-\u0e7f]"), "hi": ("Devanagari", r"[\u0900-\u097f]"),
+           "zh": ("Han", r"[\u4e00-\u9fff]"), "ja": ("Japanese", r"[\u3040-\u30ff\u4e00-\u9fff]"),
+           "ko": ("Hangul", r"[\uac00-\ud7af\u1100-\u11ff]"),
+           "ru": ("Cyrillic", r"[\u0400-\u04ff]"), "bg": ("Cyrillic", r"[\u0400-\u04ff]"),
+           "ar": ("Arabic", r"[\u0600-\u06ff]"), "ur": ("Arabic", r"[\u0600-\u06ff]"),
+           "el": ("Greek", r"[\u0370-\u03ff]")}
 
 
 def _no_translations(data, data_dir, lang, n, in_full=0):

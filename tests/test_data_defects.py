@@ -624,3 +624,16 @@ def test_a_split_of_empty_utterances_says_so(tmp_path):
     with pytest.raises(common.DataError, match=r"no examples with partition 'train' that can be "
                        r"used \(skipped 1 rows with an empty utterance"):
         common.load_split("massive", tmp_path, "de", "train")
+
+
+def test_a_translation_file_in_another_script_is_refused(tmp_path):
+    """Thai given as the Spanish translations (and Spanish as the Thai) was read as Spanish."""
+    import shutil
+    shutil.copytree(FIX / "mtod", tmp_path / "mtod")
+    n = len(common.load_split("mtod", tmp_path / "mtod", "en", "train"))
+    write(tmp_path / "mtod/translate-train/es.txt", "ตั้งนาฬิกาปลุก\n" * n)
+    with pytest.raises(common.DataError, match=r"es\.txt: only 0 of \d+ es texts hold Latin letters"):
+        common.load_data(run_args("mtod", tmp_path / "mtod"), ["es"], True)
+    write(tmp_path / "mtod/translate-train/th.txt", "pon una alarma\n" * n)
+    with pytest.raises(common.DataError, match=r"th\.txt: only 0 of \d+ th texts hold Thai letters"):
+        common.load_data(run_args("mtod", tmp_path / "mtod"), ["th"], True)
