@@ -203,8 +203,6 @@ def settings_differ(had, script, argv):
     `argv` would run."""
     module = importlib.import_module(script[:-3])  # the method file's own parser gives every default
     want = vars(module.parse_args(argv))
-    if had.get("amp") is True:  # written before --amp could turn bf16 on for the CPU: it meant "on CUDA"
-        had = {**had, "amp": None}
     return [f"--{k} {had[k]!r} (now {want[k]!r})" for k in want  # None: derived in main (e.g. --head_lr = --lr)
             if k in had and k not in IGNORED and want[k] is not None and file_names(had[k]) != file_names(want[k])]
 
