@@ -266,13 +266,16 @@ def read_mtod(path):
 
 
 def _matis_rows(path):
-    """(line number, 4 columns) of each data row of a MultiATIS++ tsv (no header, no blank line)."""
+    """(line number, 4 columns) of each data row of a MultiATIS++ tsv: the header on line 1 and
+    blank lines skipped, the header anywhere else an error."""
     for n, line in _lines(path):
         if n == 1 and line.startswith("id\t") or not line.strip():
             continue
         cols = line.split("\t")
         if len(cols) != 4:
             raise DataError(f"{path}:{n}: expected 4 tab-separated columns, found {len(cols)}")
+        if cols[0] == "id" and cols[3].strip() == "intent":
+            raise DataError(f"{path}:{n}: the header row again (a file pasted into another?)")
         yield n, cols
 
 
@@ -288,8 +291,6 @@ def read_matis(path):
     out, bad = [], []
     for n, cols in _matis_rows(path):
         words, tags = cols[1].split(), cols[2].split()  # split(): double spaces make no empty token
-        if cols[0] == "id" and cols[3].strip() == "intent":
-            raise DataError(f"{path}:{n}: the header row again (a file pasted into another?)")
         if not cols[3].strip():
             raise DataError(f"{path}:{n}: an empty intent (column 4)")
         if len(words) != len(tags):
