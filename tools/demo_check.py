@@ -6,6 +6,8 @@ check them after it:
     python tools/demo_check.py --record /tmp/demo_before.json      # before
     python tools/demo_check.py --check /tmp/demo_before.json       # after: exits 1 on any difference
 
+--seed N runs every demo with that seed instead of the default.
+
 Each run is a subprocess from a temporary directory (one thread), so nothing is written into the
 repository. Compared: the metrics and every per-epoch training number (times aside).
 """
@@ -33,7 +35,7 @@ DEMOS = {  # name -> method file and extra flags (none are needed: the extras co
 }
 
 
-def run_all(names):
+def run_all(names, seed=None):
     out = {}
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     with tempfile.TemporaryDirectory() as tmp:
@@ -41,6 +43,7 @@ def run_all(names):
             script, extra = DEMOS[name]
             folder = Path(tmp) / name
             cmd = [sys.executable, str(ROOT / script), "--data", "demo", "--model", "tiny", *extra, "--out_dir", str(folder)]
+            cmd += ["--seed", str(seed)] if seed is not None else []
             r = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, env=env)
             if r.returncode:
                 raise SystemExit(f"error: {' '.join(cmd[1:])} failed:\n{r.stderr[-2000:]}")
@@ -57,8 +60,9 @@ def main(argv=None):
     g.add_argument("--record", metavar="FILE", help="write every demo's metrics and training-loss history here")
     g.add_argument("--check", metavar="FILE", help="rerun and compare with a recorded file; exit 1 on a difference")
     p.add_argument("--only", nargs="+", choices=list(DEMOS), default=list(DEMOS), help="these demos only")
+    p.add_argument("--seed", type=int, help="pass --seed N to every demo (default: each file's own)")
     a = p.parse_args(argv)
-    got = run_all(a.only)
+    got = run_all(a.only, a.seed)
     if a.record:
         Path(a.record).write_text(json.dumps(got, indent=1) + "\n")
         print(f"wrote {a.record}")
