@@ -3,13 +3,15 @@
 Data: readers for the official layouts of MTOP, MTOD, MultiATIS++, MASSIVE (and the embedded demo),
 PAWS-X, XNLI, the STS sets and SQuAD/MLQA; translations of the English training set for alignment
 (`translate-train/<lang>.txt` or parallel ids); label encoding, subword alignment and
-dynamic-padding batches (`load_task`, `train_items`, `encode_evals`, `make_loader`). Heads: the
-encoder (a hub name, a local folder, or `tiny`) with a sentence head and a token head
-(`TaskModel`), the joint task loss, the QA head, the STS bi- and cross-encoder. Metrics:
-`evaluate` over a dataset, slot F1, Pearson/Spearman (`sts_evaluate`), MLQA F1/EM. Results:
-`save_results` (atomic), `check_out_dir` (never replace a run made with other settings), and the
-`log`/`log_metrics` lines. Arguments, seeding, device and precision setup, the training loop, model
-selection and every loss live in the method files: they are what each method is.
+dynamic-padding batches (`load_task`, `train_items`, `encode_evals`, `make_loader`); parallel
+sentences and grouped batches for PPA (`load_parallel_specs`, `train_groups`, `group_batches`).
+Heads: the encoder (a hub name, a local folder, or `tiny`) with a sentence head and a token head
+(`TaskModel`), the joint task loss, an encoder's MLM head (`load_mlm`), the QA head, the STS bi-
+and cross-encoder. Metrics: `evaluate` over a dataset, slot F1, Pearson/Spearman
+(`sts_evaluate`), MLQA F1/EM. Results: `save_results` (atomic), `check_out_dir` (never replace a
+run made with other settings), and the `log`/`log_metrics` lines. Arguments, seeding, device and
+precision setup, the training loop, model selection and every loss live in the method files: they
+are what each method is.
 
 Records: an intent/slot example is `Example(id, words, intent, slots)` with BIO slot tags, one per
 word; a sentence-pair example is `Pair(id, a, b, label)`. Bad input raises `DataError` naming the
@@ -1030,6 +1032,34 @@ def _need_file(path):
     return path
 
 
+def load_parallel_specs(specs, dev_halves=False):
+    """[(english, other)] from every --parallel spec of ppa_moco_tlm.py, with a count per spec:
+    SRC,TGT (two line-aligned files), PAIRS.tsv, or <data>:<data_dir>:<langs> (a dataset's English
+    train with its translations). A sentence-pair dataset (pawsx, xnli) gives both sides of each
+    pair; with `dev_halves`, those of --dev_halves's training half (rows no run evaluates)."""
+    pairs, counts = [], {}
+    for spec in specs:
+        data, folder, langs = spec.split(":") if spec.count(":") == 2 else (None, None, None)
+        if data in PAIR_TASKS:
+            _, english, trans, _ = load_task(data, folder, langs, align=True,
+                                             dev_halves=dev_halves)
+            for lang, tr in trans.items():
+                counts[f"{data}/{lang}"] = len(got := [(s, t) for e, both in zip(english, tr)
+                                                       if both for s, t in zip((e.a, e.b), both)])
+                pairs += got
+        elif data in INTENT_SLOT:
+            english = load_split(data, folder, "en", "train")
+            for lang in resolve_langs(langs, data, folder):  # de,es or all
+                tr = load_translations(data, folder, lang, english)
+                counts[f"{data}/{lang}"] = len(got := [(" ".join(e.words), t)
+                                                       for e, t in zip(english, tr) if t])
+                pairs += got
+        else:
+            counts[spec] = len(got := read_parallel(spec.split(",")))
+            pairs += got
+    return pairs, counts
+
+
 # ----------------------------------------------------------------- extractive QA (SQuAD v1.1, MLQA)
 
 
@@ -1095,6 +1125,35 @@ def load_qa(data_dir, lang, split):
     if lang == "en" and not mlqa.is_file() and (d / "dev-v1.1.json").is_file():
         return read_squad(d / "dev-v1.1.json")
     return read_squad(_need(mlqa, "mlqa"))
+
+
+def load_qa_task(data_dir, lang, train_lang="en", limit_train=0, max_eval=0):
+    """load_task for QA: (target languages, SQuAD train examples (limit_train: a fixed random
+    subset), {lang: {"dev"|"test": examples}} for English and each target (max_eval: a fixed
+    subset of each), every question and context for the tiny model's tokenizer)."""
+    langs = [x for x in lang.split(",") if x and x != "en"]
+    train = load_qa(data_dir, train_lang, "train")
+    if 0 < limit_train < len(train):
+        train = [train[i] for i in sorted(random.Random(0).sample(range(len(train)), limit_train))]
+    evals = {x: {s: eval_subset(load_qa(data_dir, x, s), max_eval) for s in ("dev", "test")}
+             for x in ["en", *langs]}
+    return langs, train, evals, [t for ex in train for t in (ex.question, ex.context)]
+
+
+def qa_items(tok, train, evals, max_len):
+    """(training windows: each window that holds its answer, and every window of a question without
+    one; {lang: {split: (examples, windows)}}), windows as `qa_features` makes them."""
+    feats = [f for f in qa_features(tok, train, max_len)
+             if f["start"] or train[f["example"]].answers]
+    return feats, {x: {s: (exs, qa_features(tok, exs, max_len)) for s, exs in d.items()}
+                   for x, d in evals.items()}
+
+
+def qa_batch(feats, pad_id):
+    """Windows -> (input_ids (B, T) padded with pad_id, gold (B, 2): answer start and end)."""
+    T = max(len(f["input_ids"]) for f in feats)
+    ids = torch.tensor([f["input_ids"] + [pad_id] * (T - len(f["input_ids"])) for f in feats])
+    return ids, torch.tensor([[f["start"], f["end"]] for f in feats])
 
 
 _QA_PUNCT = None
@@ -1552,6 +1611,44 @@ def train_items(tok, train, labels, trans, max_len, where):
     return items
 
 
+def train_groups(tok, train, labels, trans, max_len, where, code_switch=False):
+    """Sentence-level training items in groups, one group per English example: the example, then
+    each of its translations (with the English label), then with `code_switch` (pairs only) the
+    mixed pairs (a_x, b_en) and (a_en, b_x) of a translated pair (a_x, b_x). No slot labels."""
+    groups = []
+    for i, ex in enumerate(train):
+        group = [encode(tok, ex, labels, max_len, where)]
+        for lang, t in trans.items():
+            if not t[i]:
+                continue
+            if isinstance(ex, Pair):
+                variants = [t[i]] + ([(t[i][0], ex.b), (ex.a, t[i][1])] if code_switch else [])
+                group += [encode(tok, Pair(ex.id, a, b, ex.label), labels, max_len, where)
+                          for a, b in variants]
+            else:  # an utterance: its translation with the English intent
+                x = Example(ex.id, t[i].split(), ex.intent, ["O"] * len(t[i].split()))
+                group.append(encode(tok, x, labels, max_len, where))
+        for it in group:  # sentence-level training only: no slot labels
+            it.pop("slot_labels", None)
+            it.pop("starts", None)
+        groups.append(group)
+    return groups
+
+
+def group_batches(groups, batch_size, rng):
+    """Shuffle the groups (rng: a random.Random), keep each group's items together, and cut them
+    into batches of about batch_size (a batch closes once it holds batch_size items or more)."""
+    order = list(range(len(groups)))
+    rng.shuffle(order)
+    out, cur = [], []
+    for g in order:
+        cur += groups[g]
+        if len(cur) >= batch_size:
+            out.append(cur)
+            cur = []
+    return out + ([cur] if cur else [])
+
+
 def encode_evals(tok, evals, labels, max_len, data=""):
     """{lang: {split: examples}} -> {lang: {split: (examples, encoded items)}}. Intents and slot
     types that the training set lacks (the model cannot predict them) are counted in DATA_NOTES."""
@@ -1663,6 +1760,38 @@ def task_loss(intent_logits, intent, slot_logits=None, slot_labels=None):
                                       slot_labels.to(slot_logits.device).flatten(),
                                       ignore_index=-100)
     return loss
+
+
+def mlm_head(mlm):
+    """The prediction head of a *ForMaskedLM model (BERT: .cls, RoBERTa/XLM-R: .lm_head)."""
+    for name in ("lm_head", "cls"):
+        if isinstance(getattr(mlm, name, None), nn.Module):
+            return getattr(mlm, name)
+    raise SystemExit(f"error: {type(mlm).__name__} has neither .lm_head nor .cls; "
+                     "its MLM head is not known")
+
+
+def load_mlm(path):
+    """(the *ForMaskedLM model of the encoder at `path`, the number of MLM head tensors the
+    checkpoint lacked and that start fresh), without transformers' load report."""
+    from transformers import AutoModelForMaskedLM
+    with quiet_transformers():
+        mlm, info = AutoModelForMaskedLM.from_pretrained(path, output_loading_info=True)
+    mlm_head(mlm)  # a model whose head is not known stops here, not at the first step
+    return mlm, len(info["missing_keys"])
+
+
+@contextlib.contextmanager
+def quiet_transformers():
+    """Without transformers' load report (a table of tensors in terminal colour codes) when an MLM
+    head is loaded into an encoder checkpoint or left out of one: the run says it in one line."""
+    from transformers.utils import logging as hf_logging
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
 
 
 MIN_LEN = 8  # the smallest --max_len: <s>, </s> and room for a few words

@@ -59,7 +59,6 @@ import argparse
 import contextlib
 import copy
 import json
-import math
 import os
 import random
 import re
@@ -197,6 +196,12 @@ def parse_args(argv=None, tiny=False):
     return args
 
 
+def aligned_from(model):
+    """The ppa_align.json that stage 1 writes beside an aligned encoder ({} for any other)."""
+    marker = Path(model).expanduser() / "ppa_align.json"
+    return json.loads(marker.read_text()) if marker.is_file() else {}
+
+
 # ---------------------------------------------------------------------------- stage 1: the method
 
 def moco_loss(q, k, queue, temperature=0.05):
@@ -276,15 +281,6 @@ class MomentumKeys:
         self.ptr = (self.ptr + len(k)) % len(self.queue)
 
 
-def mlm_head(mlm):
-    """The prediction head of a *ForMaskedLM model (BERT: .cls, RoBERTa/XLM-R: .lm_head)."""
-    for name in ("lm_head", "cls"):
-        if isinstance(getattr(mlm, name, None), nn.Module):
-            return getattr(mlm, name)
-    raise SystemExit(f"error: {type(mlm).__name__} has neither .lm_head nor .cls; "
-                     "ppa_moco_tlm.py does not know its MLM head")
-
-
 def project(encoder, proj, enc):
     """z = normalize(W2 ReLU(W1 normalize(h_[CLS]))), (B, D): Eq. 2 on the first-token state.
     enc: a tokenizer batch (input_ids, attention_mask, BERT: token_type_ids) on the device."""
@@ -305,7 +301,7 @@ class QuerySide(nn.Module):
         if tlm_batch is None:
             return q, None
         h = self.mlm.base_model(**tlm_batch).last_hidden_state[sel]  # (N selected, d), dev. 4
-        return q, mlm_head(self.mlm)(h)  # (N, V)
+        return q, common.mlm_head(self.mlm)(h)  # (N, V)
 
 
 # ---------------------------------------------------------------------------- both stages
@@ -365,54 +361,13 @@ def summed(values, run):
     return t.cpu()
 
 
-@contextlib.contextmanager
-def quiet_transformers():
-    """Without transformers' load report (a table of tensors in terminal colour codes) when an MLM
-    head is loaded into an encoder checkpoint or left out of one: the run says it in one line."""
-    from transformers.utils import logging as hf_logging
-    level = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(level)
-
-
 # ---------------------------------------------------------------------------- stage 1: alignment
-
-def read_parallel_specs(specs, dev_halves=False):
-    """[(english, other)] from every --parallel spec, with a count per spec. A sentence-pair dataset
-    (pawsx, xnli) gives both sides of each pair as parallel sentences; with `dev_halves`, those of
-    --dev_halves's training half (its dev rows that no run evaluates in any language)."""
-    pairs, counts = [], {}
-    for spec in specs:
-        data, folder, langs = spec.split(":") if spec.count(":") == 2 else (None, None, None)
-        if data in common.PAIR_TASKS:
-            _, english, trans, _ = common.load_task(data, folder, langs, align=True,
-                                                    dev_halves=dev_halves)
-            for lang, tr in trans.items():
-                counts[f"{data}/{lang}"] = len(got := [(s, t) for e, both in zip(english, tr)
-                                                       if both for s, t in zip((e.a, e.b), both)])
-                pairs += got
-        elif data in common.INTENT_SLOT:
-            english = common.load_split(data, folder, "en", "train")
-            for lang in common.resolve_langs(langs, data, folder):  # de,es or all
-                tr = common.load_translations(data, folder, lang, english)
-                counts[f"{data}/{lang}"] = len(got := [(" ".join(e.words), t)
-                                                       for e, t in zip(english, tr) if t])
-                pairs += got
-        else:
-            counts[spec] = len(got := common.read_parallel(spec.split(",")))
-            pairs += got
-    return pairs, counts
-
 
 def align(args, plan, run):
     """Stage 1: MoCo + TLM on the --parallel pairs; saves the query encoder with its MLM head."""
-    from transformers import AutoModelForMaskedLM
     # data: the pairs, and the paper's length filter (each side >= --min_len, the pair <= --max_len)
     try:
-        pairs, counts = read_parallel_specs(plan["parallel"], args.dev_halves)
+        pairs, counts = common.load_parallel_specs(plan["parallel"], args.dev_halves)
     except common.DataError as e:
         raise SystemExit(f"error: {e}") from None
     enc, tok = common.load_encoder(args.model, [s for p in pairs for s in p], plan["out_dir"],
@@ -429,9 +384,8 @@ def align(args, plan, run):
 
     # model: the query encoder with its MLM head, the projection, the momentum key side (copied in
     # eval mode: no dropout, dev. 2) and its queue; AdamW, 10% warm-up, then linear decay
-    with quiet_transformers():
-        mlm, info = AutoModelForMaskedLM.from_pretrained(path, output_loading_info=True)
-    mlm, encoder, new = mlm.to(run.device), mlm.base_model, len(info["missing_keys"])
+    mlm, new = common.load_mlm(path)
+    mlm, encoder = mlm.to(run.device), mlm.base_model
     common.log(f"MLM head: new, {new} tensors initialised (the encoder has none; dev. 4)" if new
                else "MLM head: from the checkpoint")
     h = encoder.config.hidden_size
@@ -556,149 +510,95 @@ def align(args, plan, run):
 
 # ---------------------------------------------------------------------------- stage 2: fine-tuning
 
-def aligned_from(model):
-    """The ppa_align.json that stage 1 writes beside an aligned encoder ({} for any other)."""
-    marker = Path(model).expanduser() / "ppa_align.json"
-    return json.loads(marker.read_text()) if marker.is_file() else {}
-
-
-def finetune_items(args, tok, train, trans, labels):
-    """Groups of encoded training items, one group per English example: the example, then (with
-    --translate_train) each translation, then (--code_switch, pairs only) the two mixed pairs."""
-    groups, where = [], f"{args.data}/{args.train_lang}/train"
-    for i, ex in enumerate(train):
-        group = [common.encode(tok, ex, labels, args.max_len, where)]
-        for lang, t in trans.items():
-            if not t[i]:
-                continue
-            if isinstance(ex, common.Pair):
-                variants = [t[i]] + ([(t[i][0], ex.b), (ex.a, t[i][1])] if args.code_switch else [])
-                group += [common.encode(tok, common.Pair(ex.id, a, b, ex.label), labels,
-                                        args.max_len, where) for a, b in variants]
-            else:  # an utterance: its translation with the English intent
-                x = common.Example(ex.id, t[i].split(), ex.intent, ["O"] * len(t[i].split()))
-                group.append(common.encode(tok, x, labels, args.max_len, where))
-        for it in group:  # sentence-level training only: no slot labels
-            it.pop("slot_labels", None)
-            it.pop("starts", None)
-        groups.append(group)
-    return groups
-
-
-def group_batches(groups, batch_size, rng):
-    """Shuffle the groups, keep each group's items together, cut into batches of ~batch_size."""
-    order = list(range(len(groups)))
-    rng.shuffle(order)
-    out, cur = [], []
-    for g in order:
-        cur += groups[g]
-        if len(cur) >= batch_size:
-            out.append(cur)
-            cur = []
-    return out + ([cur] if cur else [])
-
-
 def finetune(args, plan, run):
     """Stage 2: sentence-pair or intent classification on English (+ translations), or QA on
     SQuAD; tested in every language zero-shot."""
-    qa, quiet = args.data == "mlqa", quiet_transformers if aligned_from(args.model) else \
-        contextlib.nullcontext  # stage 1's folder: no report on its MLM head left out
+    # data: English (or --train_lang) examples, with --translate_train their translations, dev/test
+    qa, stage1 = args.data == "mlqa", aligned_from(args.model)
     try:
         if qa:
-            langs = [x for x in args.lang.split(",") if x and x != "en"]
-            train = common.load_qa(plan["data_dir"], args.train_lang, "train")
-            if 0 < args.limit_train < len(train):
-                train = [train[i] for i in sorted(random.Random(0).sample(range(len(train)),
-                                                                           args.limit_train))]
-            evals = {x: {s: common.eval_subset(common.load_qa(plan["data_dir"], x, s),
-                                               args.max_eval) for s in ("dev", "test")}
-                     for x in ["en", *langs]}
-            texts = [t for ex in train for t in (ex.question, ex.context)]
+            langs, train, evals, texts = common.load_qa_task(
+                plan["data_dir"], args.lang, args.train_lang, args.limit_train, args.max_eval)
         else:
             langs, train, trans, evals = common.load_task(
                 args.data, plan["data_dir"], args.lang, args.train_lang, args.limit_train,
                 args.translate_train, args.dev_halves, args.max_eval)
             texts = common.texts_of(train, trans, evals)
-        with quiet():
+        with common.quiet_transformers() if stage1 else contextlib.nullcontext():
             enc, tok = common.load_encoder(args.model, texts, plan["out_dir"], args.max_len)
-        if not qa:
+        if qa:  # windows of the contexts, the answer's first and last token in each (<s>: none)
+            items, evals = common.qa_items(tok, train, evals, args.max_len)
+        else:  # one group per English example: it, its translations and code-switched pairs
             labels = common.Labels.from_train(args.data, train)
-            groups = finetune_items(args, tok, train, trans, labels)
+            items = common.train_groups(tok, train, labels, trans, args.max_len,
+                                        f"{args.data}/{args.train_lang}/train", args.code_switch)
             evals = common.encode_evals(tok, evals, labels, args.max_len, args.data)
     except common.DataError as e:  # bad input: one line naming the file and line
         raise SystemExit(f"error: {e}") from None
-    if aligned_from(args.model):
-        common.log(f"encoder: stage 1's ({aligned_from(args.model)['variant']}), its MLM head "
-                   "left out")
+    if stage1:
+        common.log(f"encoder: stage 1's ({stage1['variant']}), its MLM head left out")
     for note in common.notes():
         common.log(f"data note: {note}")
-    pad, rng = tok.pad_token_id, random.Random(args.seed)
-    if qa:  # windows of the contexts, the answer's first and last token in each (<s>: none)
-        feats = [f for f in common.qa_features(tok, train, args.max_len)
-                 if f["start"] or train[f["example"]].answers]
-        evals = {x: {s: (exs, common.qa_features(tok, exs, args.max_len))
-                     for s, exs in d.items()} for x, d in evals.items()}
-        common.log(f"train {len(train)} questions, {len(feats)} windows")
-        model = common.QAModel(enc).to(run.device)
-    else:
-        common.log(f"train {len(groups)} {args.train_lang} examples, {sum(map(len, groups))} "
-                   f"items (with --translate_train/--code_switch: its translations and mixes) | "
-                   f"{len(labels.intents)} classes")
-        model = common.TaskModel(enc, len(labels.intents), 0, args.cls).to(run.device)
+    common.log(f"train {len(train)} questions, {len(items)} windows" if qa else
+               f"train {len(items)} {args.train_lang} examples, {sum(map(len, items))} items "
+               f"(with --translate_train/--code_switch: its translations and mixes) | "
+               f"{len(labels.intents)} classes")
+
+    # model: encoder + a linear head on [CLS] (QA: a start/end head on every token); AdamW (the new
+    # head at --head_lr), warm-up, then linear decay
+    model = (common.QAModel(enc) if qa else
+             common.TaskModel(enc, len(labels.intents), 0, args.cls)).to(run.device)
     opt = adamw(model, args.lr, run.device, args.head_lr)
     scaler = torch.amp.GradScaler(run.device.type, enabled=run.dtype == "float16")  # off: no-op
     net = model if run.world == 1 else nn.parallel.DistributedDataParallel(
         model, device_ids=[run.device] if run.device.type == "cuda" else None)
     # every epoch's batches, drawn up front: groups are kept whole (dev. 6), so there can be fewer
     # batches than ceil(items / batch size), and the decay must end at the last step taken
-    epochs = []
+    pad, rng, epochs = tok.pad_token_id, random.Random(args.seed), []
     for _ in range(args.epochs):
         if qa:
-            rng.shuffle(feats)
-        epochs.append([feats[s:s + args.batch_size] for s in range(0, len(feats), args.batch_size)]
-                      if qa else group_batches(groups, args.batch_size, rng))
+            rng.shuffle(items)
+        epochs.append([items[s:s + args.batch_size] for s in range(0, len(items), args.batch_size)]
+                      if qa else common.group_batches(items, args.batch_size, rng))
     if run.world > 1:  # every process needs a share of every batch (dev. 8)
         epochs = [[b for b in bs if len(b) >= run.world] for bs in epochs]
     total = sum(map(len, epochs))
     total = min(total, args.max_steps) if args.max_steps else total
     sched = schedule(opt, total, args.warmup_steps)
 
-    def loss_of(items):
-        """The batch's mean loss. Classification: input_ids, attention_mask (B, T), intent (B,)
-        (the class; XNLI/PAWS-X: the pair's), BERT pairs: token_type_ids; the model returns
-        (CLS (B, d), logits (B, C), None, states). QA: B windows "<s> question </s></s> context
-        </s>" (B, T) and the gold start and end; the model returns start, end logits (B, T)."""
-        if qa:
-            T = max(len(f["input_ids"]) for f in items)
-            ids = torch.tensor([f["input_ids"] + [pad] * (T - len(f["input_ids"])) for f in items],
-                               device=run.device)
-            with run.autocast:
-                st, en = net(ids, (ids != pad).long())
-            gold = torch.tensor([[f["start"], f["end"]] for f in items], device=run.device)
-            return (F.cross_entropy(st, gold[:, 0]) + F.cross_entropy(en, gold[:, 1])) / 2
-        b = common.collate(items, pad)
-        types = b["token_type_ids"].to(run.device) if "token_type_ids" in b else None
-        with run.autocast:
-            _, logits, _, _ = net(b["input_ids"].to(run.device), b["attention_mask"].to(run.device),
-                                  types)
-        return F.cross_entropy(logits.float(), b["intent"].to(run.device))
-
-    def evaluate(x, split):
+    def evaluate(x, split):  # accuracy (QA: F1 and exact match) on one language's dev or test
         if qa:
             return common.qa_evaluate(model, *evals[x][split], x, pad, run.device, run.autocast)
         return common.evaluate(model, *evals[x][split], labels, pad, run.device, run.autocast)
 
-    # training, with dev evaluation after every epoch; --select_on keeps the best epoch's weights
+    # training, with dev evaluation after every epoch; --select_on keeps the best epoch's weights.
+    # Classification: a batch holds B items (English examples, their translations and mixes), the
+    # collated input_ids and attention_mask (B, T), intent (B,) the class (XNLI/PAWS-X: the
+    # pair's), BERT pairs also token_type_ids; net returns (CLS (B, d), logits (B, C), None,
+    # states). QA: B windows "<s> question </s></s> context </s>" (B, T) and the gold answer's
+    # start and end token; net returns start and end logits (B, T).
     watch = ["en"] if args.select_on == "en" else [x for x in langs if x != "en"] or ["en"]
     history, best = [], None  # best: (dev accuracy, epoch, weights on the CPU)
     step, seen, skipped, t_train, t_start = 0, 0, 0, 0.0, time.time()
     for epoch, batches in enumerate(epochs, 1):
         t0, losses = time.time(), []
-        for items in batches:
-            mine, weight = share(items, run)  # (dev. 8)
-            loss = loss_of(mine) * weight
+        for batch in batches:
+            mine, weight = share(batch, run)  # this process's share, and its weight (dev. 8)
+            if qa:
+                ids, gold = (t.to(run.device) for t in common.qa_batch(mine, pad))
+                with run.autocast:
+                    st, en = net(ids, (ids != pad).long())
+                loss = (F.cross_entropy(st, gold[:, 0]) + F.cross_entropy(en, gold[:, 1])) / 2
+            else:
+                b = common.collate(mine, pad)
+                types = b["token_type_ids"].to(run.device) if "token_type_ids" in b else None
+                with run.autocast:
+                    _, logits, _, _ = net(b["input_ids"].to(run.device),
+                                          b["attention_mask"].to(run.device), types)
+                loss = F.cross_entropy(logits.float(), b["intent"].to(run.device))
+            loss = loss * weight
             skipped += optimizer_step(loss, model.parameters(), opt, sched, scaler, step)
-            step, seen = step + 1, seen + len(items)
+            step, seen = step + 1, seen + len(batch)
             losses.append(loss.item())
             if step % args.log_every == 0 or step == total:
                 el = t_train + time.time() - t0
@@ -749,8 +649,7 @@ def plan_of(args, variant=None):
     encoder (stage 1's variant ppa, ppa-no_tlm, ppa-mlm, or finetune) and its options."""
     data_dir = args.data_dir or (str(common.DEMO_DIR) if args.data == "demo" else
                                  f"data/{args.data}")
-    demo_pairs = not args.parallel  # --data demo: its translations, paired by id
-    parallel = [f"demo:{data_dir}:{args.lang}"] if demo_pairs else args.parallel
+    parallel = args.parallel or [f"demo:{data_dir}:{args.lang}"]  # demo: its translations
     own = "ppa" + ("-no_tlm" if args.no_tlm else "-mlm" if args.mlm_instead_of_tlm else "")
     method = "ppa_align" if args.stage == "align" else (
         (variant or aligned_from(args.model).get("variant", "finetune"))

@@ -88,7 +88,7 @@ def test_mlm_head_on_selected_positions_equals_the_full_forward(arch):
     inputs, labels = ppa.tlm_mask(ids, torch.zeros_like(ids, dtype=torch.bool), 4, 50, 0.3, torch.Generator().manual_seed(0))
     full = ppa.tlm_loss(mlm(input_ids=inputs).logits, labels)
     sel = labels != -100
-    part = ppa.tlm_loss(ppa.mlm_head(mlm)(mlm.base_model(input_ids=inputs).last_hidden_state[sel]), labels[sel])
+    part = ppa.tlm_loss(common.mlm_head(mlm)(mlm.base_model(input_ids=inputs).last_hidden_state[sel]), labels[sel])
     assert sel.any() and part.item() == pytest.approx(full.item(), rel=1e-6)
 
 
@@ -192,7 +192,7 @@ def test_align_reads_both_sentences_of_the_dev_halves_training_pairs(tmp_path):
     for lang in ("en", "de"):
         write(tmp_path / "xnli" / f"dev-{lang}.tsv",
               "".join(f"{lang} {a}\t{lang} {b}\t{y}\n" for a, b, y in rows))
-    pairs, counts = ppa.read_parallel_specs([f"xnli:{tmp_path / 'xnli'}:de"], dev_halves=True)
+    pairs, counts = common.load_parallel_specs([f"xnli:{tmp_path / 'xnli'}:de"], dev_halves=True)
     args = ppa.parse_args(["--data", "xnli", "--data_dir", str(tmp_path / "xnli"), "--lang", "de", "--dev_halves"])
     train, _, evals = common.load_data(args, ["de"], False)
     want = [(f"en {s}", f"de {s}") for e in train for s in (e.a[3:], e.b[3:])]
@@ -228,12 +228,12 @@ def test_code_switching_groups(tmp_path):
     train, trans, evals = common.load_data(args, ["de"], True)
     _, tok = common.load_encoder("tiny", common.texts_of(train, trans, evals), tmp_path, 64)
     labels = common.Labels.from_train("pawsx", train, "io")
-    groups = ppa.finetune_items(args, tok, train, trans, labels)
+    groups = common.train_groups(tok, train, labels, trans, 64, "pawsx/en/train", code_switch=True)
     ex, (a_x, b_x) = train[0], trans["de"][0]
     want = [tok(ex.a, ex.b)["input_ids"], tok(a_x, b_x)["input_ids"], tok(a_x, ex.b)["input_ids"], tok(ex.a, b_x)["input_ids"]]
     assert [it["input_ids"] for it in groups[0]] == want  # English, translated, (a_x, b_en), (a_en, b_x)
     assert len({it["intent"] for it in groups[0]}) == 1  # all with the English label
-    batches = ppa.group_batches(groups, 4, __import__("random").Random(0))
+    batches = common.group_batches(groups, 4, __import__("random").Random(0))
     assert all(len(b) % 4 == 0 for b in batches)  # groups of 4 are never split
 
 
