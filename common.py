@@ -9,9 +9,10 @@ Heads: the encoder (a hub name, a local folder, or `tiny`) with a sentence head 
 (`TaskModel`), the joint task loss, an encoder's MLM head (`load_mlm`), the QA head, the STS bi-
 and cross-encoder. Metrics: `evaluate` over a dataset, slot F1, Pearson/Spearman
 (`sts_evaluate`), MLQA F1/EM. Results: `save_results` (atomic), `check_out_dir` (never replace a
-run made with other settings), and the `log`/`log_metrics` lines. Arguments, seeding, device and
-precision setup, the training loop, model selection and every loss live in the method files: they
-are what each method is.
+run made with other settings), and the `log`/`log_metrics` lines. Arguments, seeding (nothing here
+seeds a global generator: `--model tiny` draws its random weights from the run's --seed), device
+and precision setup, the training loop, model selection and every loss live in the method files:
+they are what each method is.
 
 Records: an intent/slot example is `Example(id, words, intent, slots)` with BIO slot tags, one per
 word; a sentence-pair example is `Pair(id, a, b, label)`. Bad input raises `DataError` naming the
@@ -1429,18 +1430,19 @@ def collate(items, pad_id):
     return batch
 
 
-def make_loader(items, batch_size, pad_id, shuffle, seed=0, shard=None):
-    """DataLoader over encoded items. shard=(rank, world) under torchrun: each rank reads its own
-    disjoint 1/world of the data (DistributedSampler), reshuffled by `loader.sampler.set_epoch`."""
-    sampler = None
+def make_loader(items, batch_size, pad_id, generator=None, shard=None):
+    """DataLoader over encoded items, shuffled by `generator` (the caller's seeded torch.Generator;
+    None: in order). shard=(rank, world) under torchrun: each rank reads its own disjoint 1/world
+    of the data (DistributedSampler, seeded with the generator's seed), reshuffled by
+    `loader.sampler.set_epoch`."""
+    shuffle, sampler = generator is not None, None
     if shard:
-        sampler = torch.utils.data.distributed.DistributedSampler(items, num_replicas=shard[1],
-                                                                  rank=shard[0], shuffle=shuffle,
-                                                                  seed=seed)
-    gen = torch.Generator().manual_seed(seed)
-    return torch.utils.data.DataLoader(items, batch_size=batch_size, sampler=sampler, generator=gen,
-                                       shuffle=shuffle and sampler is None, drop_last=False,
-                                       collate_fn=lambda b: collate(b, pad_id))
+        sampler = torch.utils.data.distributed.DistributedSampler(
+            items, num_replicas=shard[1], rank=shard[0], shuffle=shuffle,
+            seed=generator.initial_seed() if shuffle else 0)
+    return torch.utils.data.DataLoader(items, batch_size=batch_size, sampler=sampler,
+                                       generator=generator, shuffle=shuffle and sampler is None,
+                                       drop_last=False, collate_fn=lambda b: collate(b, pad_id))
 
 
 def load_data(args, langs, align):
@@ -1921,8 +1923,7 @@ def build_tiny(texts, folder, max_len, vocab_size=2000):
         cfg = XLMRobertaConfig(vocab_size=len(tok), hidden_size=64, num_hidden_layers=2,
                                num_attention_heads=4, intermediate_size=128,
                                max_position_embeddings=max_len + 4, pad_token_id=1)
-        torch.manual_seed(0)
-        XLMRobertaModel(cfg).save_pretrained(folder)
+        XLMRobertaModel(cfg).save_pretrained(folder)  # random weights from the run's own --seed
         tok.save_pretrained(folder)
     barrier()
     return str(folder)

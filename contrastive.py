@@ -261,8 +261,8 @@ def main(argv=None):
     common.log(f"train {len(items)} {args.train_lang} examples" + "".join(
         f", {x}: {sum(t is not None for t in ts)} translations" for x, ts in trans.items()))
     shard = (dist.get_rank(), world) if ddp else None  # each process reads its own 1/world
-    loader = common.make_loader(items, args.batch_size // world, tok.pad_token_id, True, args.seed,
-                                shard)
+    loader = common.make_loader(items, args.batch_size // world, tok.pad_token_id,
+                                torch.Generator().manual_seed(args.seed), shard)
 
     # model: encoder + linear heads; Adam + OneCycleLR at PyTorch's defaults, gradients clipped at
     # 1.0 (deviation 5); the fused Adam kernel updates every tensor in one pass, same result

@@ -262,8 +262,8 @@ def main(argv=None):
     common.log(f"train {len(items)} {args.train_lang} examples" + "".join(
         f", {x}: {sum(t is not None for t in ts)} translations" for x, ts in trans.items()))
     shard = (dist.get_rank(), world) if ddp else None  # each process reads its own 1/world
-    loader = common.make_loader(items, args.batch_size // world, tok.pad_token_id, True, args.seed,
-                                shard)
+    loader = common.make_loader(items, args.batch_size // world, tok.pad_token_id,
+                                torch.Generator().manual_seed(args.seed), shard)
     S, L = len(labels.slots), args.max_len  # model: encoder; intent, entity, CA (3.1) heads
     model = common.TaskModel(enc, len(labels.intents), S, args.cls).to(device)
     model.ca_head = torch.nn.Linear(L * S, S).to(device)  # reads L * S numbers (dev. 2)

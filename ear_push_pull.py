@@ -274,8 +274,8 @@ def main(argv=None):
     common.log(f"train {len(items)} items from {len(train)} {args.train_lang} examples | "
                f"{sum(a != o for a, o in zip(aug, orig))} of {len(aug)} copies drew a synonym")
     shard = (dist.get_rank(), world) if ddp else None  # each process reads its own 1/world
-    loader = common.make_loader(items, args.batch_size // world, tok.pad_token_id, True, args.seed,
-                                shard)
+    loader = common.make_loader(items, args.batch_size // world, tok.pad_token_id,
+                                torch.Generator().manual_seed(args.seed), shard)
     # model: encoder + linear classifier, APT probe, EPT hook; AdamW, no decay or warm-up (scripts')
     model = common.TaskModel(enc, len(labels.intents), 0, args.cls).to(device)
     depth = enc.config.num_hidden_layers

@@ -221,7 +221,7 @@ def test_ddp_shards_are_disjoint():
     items = [{"input_ids": [0, i + 5, 2], "intent": 0} for i in range(10)]
     seen = []
     for rank in range(2):
-        loader = common.make_loader(items, 2, 1, True, seed=3, shard=(rank, 2))
+        loader = common.make_loader(items, 2, 1, torch.Generator().manual_seed(3), shard=(rank, 2))
         seen.append([x for b in loader for x in (b["input_ids"][:, 1] - 5).tolist()])
     assert len(seen[0]) == len(seen[1]) == 5 and set(seen[0]).isdisjoint(seen[1])
     assert sorted(seen[0] + seen[1]) == list(range(10))

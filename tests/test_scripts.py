@@ -62,7 +62,8 @@ def test_common_shares_only_data_heads_and_metrics():
     """No argument parsing, setup, precision, seeding or training/selection loop in common.py: each method
     file holds its own (the whole training program reads top to bottom in one file)."""
     text = (ROOT / "common.py").read_text(encoding="utf-8")
-    for word in ("argparse", "init_process_group", "torch.autocast", "torch.manual_seed(args", "np.random.seed",
+    for word in ("argparse", "init_process_group", "torch.autocast", "manual_seed", "default_generator",
+                 "np.random.seed",
                  "random.seed(", "EpochSelector", "def setup", "add_run_args", ".backward(", "optim."):
         assert word not in text, f"common.py has {word}"
     long = [n for n, line in enumerate(text.splitlines(), 1) if len(line) > 100]
@@ -72,6 +73,24 @@ def test_common_shares_only_data_heads_and_metrics():
         for word in ("argparse.ArgumentParser", "manual_seed", "torch.autocast", "common.save_results", ".backward("):
             assert word in code, f"{script}.py lacks {word}"
         assert max(map(len, code.splitlines())) <= 120, f"{script}.py has lines over 120 characters"
+
+
+def test_tiny_encoder_draws_from_the_callers_seed(tmp_path):
+    """common.py seeds no global generator: the tiny encoder's random weights come from the run's own
+    --seed (one seed, one encoder; two seeds, two encoders), and building it does not reset the caller's
+    generator. (build_tiny used to reseed it with 0: every --seed got the same encoder and heads.)"""
+    import torch
+
+    import common
+    texts = [" ".join(e.words) for e in common.load_split("demo", common.DEMO_DIR, "en", "train")]
+
+    def build(seed, name):
+        torch.manual_seed(seed)
+        enc, _ = common.load_encoder("tiny", texts, tmp_path / name, 32)
+        return enc.get_input_embeddings().weight.detach().clone(), torch.rand(3)  # the next draws
+    (w1, r1), (w1_again, r1_again), (w2, r2) = build(1, "a"), build(1, "b"), build(2, "c")
+    assert torch.equal(w1, w1_again) and torch.equal(r1, r1_again)
+    assert not torch.equal(w1, w2) and not torch.equal(r1, r2)
 
 
 def test_the_project_speaks_for_itself():
