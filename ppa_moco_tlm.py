@@ -6,7 +6,8 @@ Reference code: none published; the MoCo mechanics follow facebookresearch/moco,
        (momentum update before the keys, FIFO queue, keys gathered from every process).
 
 Usage:
-    python ppa_moco_tlm.py --data demo --model tiny   # the demo: both stages, CPU, about 1 min
+    python ppa_moco_tlm.py --data demo --model tiny   # the demo: both stages, CPU, < 1 min
+    python ppa_moco_tlm.py --data demo --model tiny --stage finetune   # its baseline: no stage 1
     # stage 1 aligns on parallel sentences and saves a Hugging Face folder that any --model loads
     python ppa_moco_tlm.py --stage align --model bert-base-multilingual-cased \
         --parallel europarl.en,europarl.de massive:data/massive:th,hi --save_dir runs/ppa/aligned
@@ -204,6 +205,9 @@ def aligned_from(model):
 
 # ---------------------------------------------------------------------------- stage 1: the method
 
+METHOD = "ppa"  # names stage 1's encoders (ppa, ppa-no_tlm, ppa-mlm), their results and runs/ppa/
+
+
 def moco_loss(q, k, queue, temperature=0.05):
     """InfoNCE of MoCo (Eq. 3), each query against its own key and the K queued negatives:
 
@@ -308,7 +312,8 @@ class QuerySide(nn.Module):
 
 def adamw(model, lr, device, head_lr=None):
     """AdamW with weight decay 0.01 on weight matrices, none on biases and LayerNorm (section 3.3);
-    with head_lr, the new heads (every parameter outside model.encoder) learn at that rate."""
+    with head_lr, the new heads learn at that rate: every parameter outside model.encoder (the
+    heads' models keep their pretrained encoder there)."""
     groups = {}  # (decay?, head?) -> parameters
     for n, p in model.named_parameters():
         head = bool(head_lr) and not n.startswith("encoder.")
@@ -367,12 +372,15 @@ def align(args, plan, run):
     """Stage 1: MoCo + TLM on the --parallel pairs; saves the query encoder with its MLM head."""
     # data: the pairs, and the paper's length filter (each side >= --min_len, the pair <= --max_len)
     try:
+        # pairs: [(english, other)]; counts: pairs per spec, e.g. {"demo/de": 200}
         pairs, counts = common.load_parallel_specs(plan["parallel"], args.dev_halves)
     except common.DataError as e:
         raise SystemExit(f"error: {e}") from None
+    # the tokenizer (tiny: a random encoder and a tokenizer of these sentences, saved first in
+    # <out_dir>/tiny_model); the encoder itself is loaded again below, with its MLM head
     enc, tok = common.load_encoder(args.model, [s for p in pairs for s in p], plan["out_dir"],
                                    args.max_len)
-    path = enc.name_or_path  # loaded again below, with its MLM head
+    path = enc.name_or_path
     del enc
     kept = [(a, b) for a, b in pairs if len(tok(a, b)["input_ids"]) <= args.max_len
             and min(map(len, tok([a, b], add_special_tokens=False)["input_ids"])) >= args.min_len]
@@ -415,7 +423,9 @@ def align(args, plan, run):
     # as one input (B, T) with ~15% of the subwords selected (labels: the original id there, -100
     # elsewhere); the MLM head gives (N selected, V) logits. MoCo's loss rises while acc@1 climbs:
     # the queue starts as random unit vectors, easy negatives, replaced by keys of real sentences,
-    # harder ones, while the encoder learns to tell the own key from them.
+    # harder ones, while the encoder learns to tell the own key from them. (The demo's 200 pairs
+    # give 1,536 keys in 8 epochs: the 32,000-row queue stays mostly random vectors, and from
+    # epoch 2 it also holds older keys of the same pairs.)
     common.log("MoCo: acc@1 is the share of queries whose own key outscores every queued key; the "
                "queue starts as random vectors, easy negatives; as keys of real sentences replace "
                "them the loss rises, while acc@1 still climbs")
@@ -547,7 +557,7 @@ def finetune(args, plan, run):
     # model: encoder + a linear head on [CLS] (QA: a start/end head on every token); AdamW (the new
     # head at --head_lr), warm-up, then linear decay
     model = (common.QAModel(enc) if qa else
-             common.TaskModel(enc, len(labels.intents), 0, args.cls)).to(run.device)
+             common.TaskModel(enc, len(labels.intents), 0, args.cls)).to(run.device)  # 0: no slots
     opt = adamw(model, args.lr, run.device, args.head_lr)
     scaler = torch.amp.GradScaler(run.device.type, enabled=run.dtype == "float16")  # off: no-op
     net = model if run.world == 1 else nn.parallel.DistributedDataParallel(
@@ -650,13 +660,13 @@ def plan_of(args, variant=None):
     data_dir = args.data_dir or (str(common.DEMO_DIR) if args.data == "demo" else
                                  f"data/{args.data}")
     parallel = args.parallel or [f"demo:{data_dir}:{args.lang}"]  # demo: its translations
-    own = "ppa" + ("-no_tlm" if args.no_tlm else "-mlm" if args.mlm_instead_of_tlm else "")
-    method = "ppa_align" if args.stage == "align" else (
+    own = METHOD + ("-no_tlm" if args.no_tlm else "-mlm" if args.mlm_instead_of_tlm else "")
+    method = f"{METHOD}_align" if args.stage == "align" else (
         (variant or aligned_from(args.model).get("variant", "finetune"))
         + "+translate_train" * args.translate_train + "+code_switch" * args.code_switch
         + "_qa" * (args.data == "mlqa"))
-    out_dir = args.out_dir or (f"runs/ppa/align-s{args.seed}" if args.stage == "align" else
-                               common.default_out_dir("ppa", args))
+    out_dir = args.out_dir or (f"runs/{METHOD}/align-s{args.seed}" if args.stage == "align" else
+                               common.default_out_dir(METHOD, args))
     save_dir = args.save_dir or str(Path(out_dir) / "aligned")
     settings = {**vars(args), "data_dir": data_dir, "out_dir": out_dir}  # as used
     if args.stage == "align":
@@ -670,7 +680,7 @@ def main(argv=None):
     args = parse_args(argv)
     # --stage both: stage 1's command, then stage 2's on the encoder it saves (flags given win)
     if args.stage == "both":
-        out_dir = args.out_dir or common.default_out_dir("ppa", args)
+        out_dir = args.out_dir or common.default_out_dir(METHOD, args)
         one = parse_args([*argv, "--stage", "align", "--out_dir", str(Path(out_dir) / "align")])
         p1 = plan_of(one)
         two = parse_args([*argv, "--stage", "finetune", "--model", p1["save_dir"], "--out_dir",
