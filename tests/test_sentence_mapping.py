@@ -188,9 +188,13 @@ RUN = ["--model", "tiny", "--data_dir", str(FIX / "sts"), "--batch_size", "4", "
 
 
 def test_bi_encoder_end_to_end(tmp_path):
-    out = sm.main([*RUN, "--lang", "ko,de,sem17-track5", "--out_dir", str(tmp_path)])
+    # 10 training pairs: at RUN's lr 1e-3 the loss only wanders with the batches (0.24-0.34 over 6
+    # epochs, up as often as down, whatever the seed); at 1e-2 for 12 epochs it falls ~25x in every
+    # seed tried (0.24-0.29 -> 0.008-0.011, seeds 0-3 and the default)
+    out = sm.main([*RUN, "--lr", "1e-2", "--epochs", "12", "--lang", "ko,de,sem17-track5",
+                   "--out_dir", str(tmp_path)])
     losses = [h["train_loss"] for h in out["history"]]
-    assert losses[-1] < losses[0]  # training lowers the STS regression loss
+    assert losses[-1] < losses[0] / 4  # training lowers the STS regression loss
     res = json.loads((tmp_path / "results.json").read_text())
     assert set(res["metrics"]) == {"en", "ko", "de", "sem17-track5"}
     assert res["metrics"]["sem17-track5"]["test"]["n"] == 5
