@@ -1133,9 +1133,7 @@ def load_qa_task(data_dir, lang, train_lang="en", limit_train=0, max_eval=0):
     subset), {lang: {"dev"|"test": examples}} for English and each target (max_eval: a fixed
     subset of each), every question and context for the tiny model's tokenizer)."""
     langs = [x for x in lang.split(",") if x and x != "en"]
-    train = load_qa(data_dir, train_lang, "train")
-    if 0 < limit_train < len(train):
-        train = [train[i] for i in sorted(random.Random(0).sample(range(len(train)), limit_train))]
+    train = eval_subset(load_qa(data_dir, train_lang, "train"), limit_train)  # the same rule
     evals = {x: {s: eval_subset(load_qa(data_dir, x, s), max_eval) for s in ("dev", "test")}
              for x in ["en", *langs]}
     return langs, train, evals, [t for ex in train for t in (ex.question, ex.context)]
@@ -1275,9 +1273,8 @@ def qa_evaluate(model, examples, feats, lang, pad_id, device, autocast, batch_si
     best = {}
     for s in range(0, len(feats), batch_size):
         chunk = feats[s:s + batch_size]
-        T = max(len(f["input_ids"]) for f in chunk)
-        ids = torch.tensor([f["input_ids"] + [pad_id] * (T - len(f["input_ids"])) for f in chunk],
-                           device=device)
+        ids = qa_batch(chunk, pad_id)[0].to(device)
+        T = ids.shape[1]
         with autocast:
             st, en = model(ids, (ids != pad_id).long())
         for f, a, b in zip(chunk, st.tolist(), en.tolist()):
@@ -1440,9 +1437,12 @@ def make_loader(items, batch_size, pad_id, generator=None, shard=None):
         sampler = torch.utils.data.distributed.DistributedSampler(
             items, num_replicas=shard[1], rank=shard[0], shuffle=shuffle,
             seed=generator.initial_seed() if shuffle else 0)
+    # in order: a generator of its own all the same, or each pass would draw its base seed from
+    # the global generator and shift the caller's random numbers
     return torch.utils.data.DataLoader(items, batch_size=batch_size, sampler=sampler,
-                                       generator=generator, shuffle=shuffle and sampler is None,
-                                       drop_last=False, collate_fn=lambda b: collate(b, pad_id))
+                                       generator=generator or torch.Generator(),
+                                       shuffle=shuffle and sampler is None, drop_last=False,
+                                       collate_fn=lambda b: collate(b, pad_id))
 
 
 def load_data(args, langs, align):
@@ -1620,7 +1620,7 @@ def train_groups(tok, train, labels, trans, max_len, where, code_switch=False):
     groups = []
     for i, ex in enumerate(train):
         group = [encode(tok, ex, labels, max_len, where)]
-        for lang, t in trans.items():
+        for t in trans.values():
             if not t[i]:
                 continue
             if isinstance(ex, Pair):

@@ -227,6 +227,19 @@ def test_ddp_shards_are_disjoint():
     assert sorted(seen[0] + seen[1]) == list(range(10))
 
 
+def test_loaders_leave_the_global_generator_alone():
+    """A loader draws its order (and its per-pass base seed) from its own generator, shuffled or
+    not: iterating it must not shift the random numbers of the run around it."""
+    items = [{"input_ids": [0, i + 5, 2], "intent": 0} for i in range(6)]
+    torch.manual_seed(1)
+    want = torch.rand(3)
+    for generator in (None, torch.Generator().manual_seed(3)):
+        torch.manual_seed(1)
+        order = [x for b in common.make_loader(items, 2, 1, generator) for x in b["input_ids"][:, 1].tolist()]
+        assert torch.equal(torch.rand(3), want)
+        assert (order == list(range(5, 11))) == (generator is None)  # in order unless shuffled
+
+
 def test_task_model_trains_with_dropout_from_the_first_step():
     from transformers import XLMRobertaConfig, XLMRobertaModel
     enc = XLMRobertaModel(XLMRobertaConfig(vocab_size=30, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
