@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import FIX, ROOT, write
+from conftest import FIX, ROOT, ddp_one_and_two, write
 
 import common
 import sentence_mapping as sm
@@ -307,23 +307,7 @@ def test_sts_ddp_matches_single_process(tmp_path):
                               tmp_path / "tiny", 128)
     flags = ["--data_dir", str(FIX / "sts"), "--lang", "ko", "--device", "cpu", "--model", model,
              "--batch_size", "4", "--epochs", "1", "--lr", "1e-3", "--map_epochs", "2"]
-    helper = str(ROOT / "tests/helpers/ddp_equal.py")
-    r = run(helper, "sentence_mapping", str(tmp_path / "one.pt"), *flags, "--out_dir",
-            str(tmp_path / "one"))
-    assert r.returncode == 0, r.stderr[-3000:]
-    r = run("-m", "torch.distributed.run", "--nproc_per_node", "2", helper, "sentence_mapping",
-            str(tmp_path / "two.pt"),
-            *flags, "--out_dir", str(tmp_path / "two"))
-    assert r.returncode == 0, r.stderr[-3000:]
-    one, two = torch.load(tmp_path / "one.pt"), torch.load(tmp_path / "two.pt")
-    assert len(one["grads"]) == len(two["grads"]) > 10
-    grad_diff = max((a - b).abs().max().item() for a, b in zip(one["grads"], two["grads"]))
-    grad_size = max(a.abs().max().item() for a in one["grads"])
-    weight_diff = max((a - b).abs().max().item() for a, b in zip(one["weights"], two["weights"]))
-    print(f"largest difference: gradients {grad_diff:.2e} (of {grad_size:.2e}), "
-          f"weights {weight_diff:.2e}")
-    assert grad_diff <= 1e-5 * grad_size and weight_diff <= 1e-5
-    res = [json.loads((tmp_path / d / "results.json").read_text()) for d in ("one", "two")]
+    res = ddp_one_and_two("sentence_mapping", tmp_path, flags)
     assert [x["world_size"] for x in res] == [1, 2] and res[0]["steps"] == res[1]["steps"] == 3
     # the logged loss is the mean over every process's pairs, as one process logs it
     assert res[0]["history"][0]["train_loss"] == pytest.approx(res[1]["history"][0]["train_loss"],

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 import torch
-from conftest import ROOT
+from conftest import ROOT, ddp_one_and_two
 
 import common
 import xeroalign
@@ -187,31 +187,13 @@ def test_xeroalign_ddp_matches_single_process(tmp_path):
     """Two gloo processes with global batch 4 (2 each) against one process with batch 4 on the same 4
     examples, dropout off: the gradients after DDP's all-reduce and the weights after the step agree
     to float tolerance. A wrong shard, a loss averaged twice or unsynchronised gradients fail it."""
-    import torch
     data = _same_length_demo(tmp_path / "data")
     flags = ["--data", "massive", "--data_dir", str(data), "--lang", "de", "--device", "cpu",
              "--batch_size", "4", "--epochs", "1", "--lr", "2e-3", "--max_eval", "8"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    helper = str(ROOT / "tests/helpers/ddp_equal.py")
     texts = [js["utt"] for f in (data / "data").iterdir()
              for js in map(json.loads, f.read_text(encoding="utf-8").splitlines())]
     model = common.build_tiny(texts, tmp_path / "tiny", 100)  # one encoder, both runs
-    r = run(helper, "xeroalign", str(tmp_path / "one.pt"), *flags, "--model", model, "--out_dir",
-            str(tmp_path / "one"), env=env)
-    assert r.returncode == 0, r.stderr[-3000:]
-    r = run("-m", "torch.distributed.run", "--nproc_per_node", "2", helper, "xeroalign",
-            str(tmp_path / "two.pt"),
-            *flags, "--model", model, "--out_dir", str(tmp_path / "two"), env=env)
-    assert r.returncode == 0, r.stderr[-3000:]
-    one, two = torch.load(tmp_path / "one.pt"), torch.load(tmp_path / "two.pt")
-    assert len(one["grads"]) == len(two["grads"]) > 10
-    grad_diff = max((a - b).abs().max().item() for a, b in zip(one["grads"], two["grads"]))
-    grad_size = max(a.abs().max().item() for a in one["grads"])
-    weight_diff = max((a - b).abs().max().item() for a, b in zip(one["weights"], two["weights"]))
-    print(f"largest difference: gradients {grad_diff:.2e} (of {grad_size:.2e}), "
-          f"weights {weight_diff:.2e}")
-    assert grad_diff <= 1e-5 * grad_size and weight_diff <= 1e-5
-    res = [json.loads((tmp_path / d / "results.json").read_text()) for d in ("one", "two")]
+    res = ddp_one_and_two("xeroalign", tmp_path, [*flags, "--model", model])
     assert [x["world_size"] for x in res] == [1, 2] and res[0]["steps"] == res[1]["steps"] == 1
     # the logged training loss is the mean over every process's examples, as one process logs it
     assert abs(res[0]["history"][0]["train_task_loss"] - res[1]["history"][0]["train_task_loss"]) < 1e-5
